@@ -1,0 +1,207 @@
+"""The Redis side: key naming, in-flight claims, batched checks, atomic stores with a TTL.
+
+Cache values live at exactly `"{bucket}/{location}"` (see `ref.cache_key`); every other key
+the service writes lives under PREFIX, so they are easy to find, count and never mistaken
+for a cached file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import itertools
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import redis
+
+from .ref import FileRef
+
+PREFIX = "cachetasks:"
+INFLIGHT = PREFIX + "inflight:"  # value: "queued", or the id of the task copying it
+SKIP = PREFIX + "skip:"  # value: why the file is not tried again for a while
+TMP = PREFIX + "tmp:"  # a value being streamed in, renamed into place when complete
+COLLECT_LOCK = PREFIX + "collect-lock"
+LAST_COLLECT = PREFIX + "last-collect"
+QUEUED = "queued"
+SCAN_CHUNK = 5000
+
+
+def inflight_key(key: str) -> str:
+    return INFLIGHT + key
+
+
+def skip_key(key: str) -> str:
+    return SKIP + key
+
+
+class Scan(enum.IntEnum):
+    CLAIMED = 0  # missing and now marked in flight: enqueue a copy
+    CACHED = 1
+    SKIPPED = 2  # remembered as missing, too large or refused
+    IN_FLIGHT = 3
+
+
+# KEYS: (cache key, in-flight key, skip key) per file. ARGV: in-flight ms, ttl ms.
+# A cached key whose TTL fell below half is renewed: a file stays hot while it is ongoing.
+_CLAIM = """
+local out = {}
+local inflight_ms, ttl_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i = 1, #KEYS, 3 do
+  local left = redis.call('PTTL', KEYS[i])
+  if left ~= -2 then
+    if left >= 0 and left < ttl_ms / 2 then redis.call('PEXPIRE', KEYS[i], ttl_ms) end
+    out[#out + 1] = 1
+  elseif redis.call('EXISTS', KEYS[i + 2]) == 1 then
+    out[#out + 1] = 2
+  elseif redis.call('SET', KEYS[i + 1], 'queued', 'NX', 'PX', inflight_ms) then
+    out[#out + 1] = 0
+  else
+    out[#out + 1] = 3
+  end
+end
+return out
+"""
+
+# KEYS: cache key, in-flight key, skip key. ARGV: owner, in-flight ms.
+_BEGIN = """
+local mark = redis.call('GET', KEYS[2])
+local ours = mark == 'queued' or mark == ARGV[1]
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then
+  if ours then redis.call('DEL', KEYS[2]) end
+  return redis.call('EXISTS', KEYS[1]) == 1 and 'cached' or 'skipped'
+end
+if mark and not ours then return 'busy' end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return 'go'
+"""
+
+# KEYS: in-flight key. ARGV: owner, ms (0 releases, >0 extends).
+_HOLD = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if tonumber(ARGV[2]) == 0 then return redis.call('DEL', KEYS[1]) end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+
+# KEYS: temporary key, cache key. ARGV: ttl seconds. Never replaces a value already there.
+_PUBLISH = """
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
+redis.call('RENAME', KEYS[1], KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return 1
+"""
+
+
+@dataclass
+class ScanResult:
+    claimed: list[FileRef] = field(default_factory=list)
+    counts: dict[Scan, int] = field(default_factory=lambda: dict.fromkeys(Scan, 0))
+
+
+class Cache:
+    """Cache operations on one binary-safe Redis client."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._claim = client.register_script(_CLAIM)
+        self._begin = client.register_script(_BEGIN)
+        self._hold = client.register_script(_HOLD)
+        self._publish = client.register_script(_PUBLISH)
+
+    # -- collect side -------------------------------------------------------------------
+
+    def scan(self, refs: Iterable[FileRef], *, inflight_ttl: int, ttl: int) -> ScanResult:
+        """Classify every ref in one round trip per chunk, claiming the missing ones."""
+        result = ScanResult()
+        args = [inflight_ttl * 1000, ttl * 1000]
+        for chunk in _chunks(refs, SCAN_CHUNK):
+            keys = [k for ref in chunk for k in (ref.key, inflight_key(ref.key), skip_key(ref.key))]
+            for ref, code in zip(chunk, self._claim(keys=keys, args=args), strict=True):
+                state = Scan(code)
+                result.counts[state] += 1
+                if state is Scan.CLAIMED:
+                    result.claimed.append(ref)
+        return result
+
+    def unclaim(self, refs: Sequence[FileRef]) -> None:
+        """Release claims whose copy could not be enqueued."""
+        for chunk in _chunks(refs, SCAN_CHUNK):
+            with self.client.pipeline(transaction=False) as pipe:
+                for ref in chunk:
+                    self._hold(keys=[inflight_key(ref.key)], args=[QUEUED, 0], client=pipe)
+                pipe.execute()
+
+    # -- copy side -------------------------------------------------------------------------
+
+    def begin(self, ref: FileRef, owner: str, *, inflight_ttl: int) -> str:
+        """Take the claim for `owner`: 'go', or why not ('cached', 'skipped', 'busy')."""
+        keys = [ref.key, inflight_key(ref.key), skip_key(ref.key)]
+        answer = self._begin(keys=keys, args=[owner, inflight_ttl * 1000])
+        return answer.decode() if isinstance(answer, bytes) else str(answer)
+
+    def hold(self, ref: FileRef, owner: str, seconds: float) -> bool:
+        """Extend `owner`'s claim; False when it is no longer theirs."""
+        return bool(self._hold(keys=[inflight_key(ref.key)], args=[owner, max(1, int(seconds * 1000))]))
+
+    def release(self, ref: FileRef, owner: str) -> None:
+        self._hold(keys=[inflight_key(ref.key)], args=[owner, 0])
+
+    def remember_skip(self, ref: FileRef, reason: str, seconds: int) -> None:
+        """Do not try `ref` again for `seconds` (missing, too large, refused by Redis)."""
+        self.client.set(skip_key(ref.key), reason, ex=seconds)
+
+    def store(
+        self,
+        key: str,
+        chunks: Iterator[bytes],
+        *,
+        ttl: int,
+        tmp_ttl: int,
+        heartbeat: Callable[[], object] = lambda: None,
+        heartbeat_every: float = 1.0,
+    ) -> int | None:
+        """Write the stream at `key` with `ttl`, all or nothing; None if a value was already there.
+
+        A value that fits in one chunk is one `SET NX EX`. A longer one is appended to a
+        temporary key and renamed into place by a script, so readers never see part of it
+        and memory stays bounded by the chunk size. Commands carry no pipeline so that a
+        refused write (OOM) fails cheaply instead of echoing the payload in the error.
+        """
+        first = next(chunks, b"")
+        second = next(chunks, None)
+        if second is None:
+            return len(first) if self.client.set(key, first, ex=ttl, nx=True) else None
+        tmp = TMP + uuid.uuid4().hex
+        total = 0
+        beat = time.monotonic()
+        try:
+            self.client.set(tmp, first, ex=tmp_ttl)
+            total = len(first)
+            for chunk in itertools.chain((second,), chunks):
+                self.client.append(tmp, chunk)
+                total += len(chunk)
+                if time.monotonic() - beat >= heartbeat_every:
+                    beat = time.monotonic()
+                    self.client.expire(tmp, tmp_ttl)
+                    heartbeat()
+            published = self._publish(keys=[tmp, key], args=[ttl])
+        except BaseException:
+            _quietly(lambda: self.client.delete(tmp))
+            raise
+        return total if published else None
+
+
+def _chunks(items: Iterable[FileRef], size: int) -> Iterator[list[FileRef]]:
+    it = iter(items)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+def _quietly(action: Callable[[], object]) -> None:
+    with contextlib.suppress(redis.RedisError):  # best effort: the temporary key expires on its own
+        action()

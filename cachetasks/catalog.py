@@ -1,0 +1,124 @@
+"""Which files are ongoing: one query against the task database -> a set of FileRef."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from . import schema
+from .errors import CatalogError, ConfigError
+from .ref import FileRef
+
+log = logging.getLogger(__name__)
+
+
+def make_engine(url: str, *, connect_timeout: float) -> sa.Engine:
+    """An engine for `url` that fails fast when the database is unreachable.
+
+    SQLAlchemy 2.1 maps a bare `postgresql://` to psycopg 3; the service ships psycopg2,
+    so a URL that names no driver gets psycopg2.
+    """
+    try:
+        parsed = make_url(url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url)
+    except sa.exc.ArgumentError:
+        raise ConfigError("CACHETASKS_DATABASE_URL is not a valid database URL") from None
+    connect_args: dict[str, object] = {}
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() == "psycopg2":
+        connect_args["connect_timeout"] = max(1, round(connect_timeout))
+        # Ask the server to drop connections whose client vanished, and bound every query.
+        connect_args["keepalives_idle"] = 30
+        connect_args["options"] = f"-c statement_timeout={int(connect_timeout * 6000)}"
+    elif parsed.get_backend_name() == "sqlite":
+        connect_args["timeout"] = connect_timeout
+    return sa.create_engine(
+        parsed,
+        connect_args=connect_args,
+        pool_pre_ping=True,
+        pool_size=2,
+        max_overflow=2,
+        pool_recycle=3600,
+    )
+
+
+def ongoing_query(since_ms: int) -> sa.Select[tuple[str, str]]:
+    """RAGFlow's ongoing documents, addressed by its real storage rule.
+
+    A linked file-manager file (a file2document row whose file has source_type '' or
+    NULL) lives at (file.parent_id, file.location); everything else, knowledge-base
+    uploads included, at (document.kb_id, document.location).
+    """
+    t, d, f, f2d = schema.task, schema.document, schema.file, schema.file2document
+    from_file = sa.and_(f.c.id.is_not(None), sa.func.coalesce(f.c.source_type, "") == "")
+    bucket = sa.case((from_file, f.c.parent_id), else_=d.c.kb_id)
+    location = sa.case((from_file, f.c.location), else_=d.c.location)
+    return (
+        sa.select(bucket.label("bucket"), location.label("location"))
+        .select_from(t)
+        .join(d, t.c.doc_id == d.c.id)
+        .outerjoin(f2d, f2d.c.document_id == d.c.id)
+        .outerjoin(f, f.c.id == f2d.c.file_id)
+        .where(
+            d.c.status == "1",
+            d.c.run == "1",
+            d.c.type != "virtual",
+            t.c.progress < 1,
+            t.c.create_time >= since_ms,
+        )
+        .distinct()
+    )
+
+
+def custom_query(sql: str) -> sa.TextClause:
+    """A user's own query; it may use the bind parameters :since_ms and :now_ms."""
+    return sa.text(sql)
+
+
+def ongoing(
+    engine: sa.Engine,
+    *,
+    window_seconds: int,
+    sql: str | None = None,
+    now: float | None = None,
+) -> set[FileRef]:
+    """Run the ongoing query once and return its distinct, non-empty addresses."""
+    now_ms = int((time.time() if now is None else now) * 1000)
+    params = {"since_ms": now_ms - window_seconds * 1000, "now_ms": now_ms}
+    statement: sa.Executable
+    if sql is None:
+        statement = ongoing_query(params["since_ms"])
+        params = {}
+    else:
+        text = custom_query(sql)
+        statement = text
+        params = {name: value for name, value in params.items() if name in text.compile().params}
+    try:
+        with engine.connect() as conn:
+            result = conn.execute(statement, params)
+            width = len(result.keys())
+            if width != 2:
+                raise CatalogError(f"CACHETASKS_ONGOING_SQL must return 2 columns (bucket, location), not {width}")
+            rows = result.all()
+    except sa.exc.SQLAlchemyError as exc:
+        # The driver's message can be long and repeat the statement; its first line says enough.
+        first = str(exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc).strip().splitlines()[:1]
+        raise CatalogError(f"ongoing query failed: {type(exc).__name__}: {''.join(first)}") from exc
+    return _refs(rows)
+
+
+def _refs(rows: Iterable[Sequence[object]]) -> set[FileRef]:
+    refs: set[FileRef] = set()
+    empty = 0
+    for bucket, location in rows:
+        if not bucket or not location or not str(location).strip():
+            empty += 1
+            continue
+        refs.add(FileRef(str(bucket), str(location)))
+    if empty:
+        log.debug("skipped %d ongoing rows without a bucket or location", empty)
+    return refs

@@ -1,0 +1,88 @@
+"""One collect cycle: ongoing files -> which are missing -> claim them -> enqueue their copies."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from . import catalog
+from .cache import COLLECT_LOCK, LAST_COLLECT, Cache, Scan
+from .ref import FileRef, address_problem
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+Enqueue = Callable[[Sequence[FileRef]], None]
+
+
+@dataclass(frozen=True)
+class CollectReport:
+    ongoing: int
+    enqueued: int
+    cached: int
+    in_flight: int
+    skipped: int
+    invalid: int
+    seconds: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def collect(engine: sa.Engine, cache: Cache, settings: Settings, enqueue: Enqueue) -> CollectReport | None:
+    """Run one cycle; None when another collect holds the lock (collects never overlap)."""
+    token = uuid.uuid4().hex
+    lock_ms = int(max(settings.collect_expires, 30) * 1000)
+    if not cache.client.set(COLLECT_LOCK, token, nx=True, px=lock_ms):
+        log.info("collect skipped: another collect is running")
+        return None
+    try:
+        return _collect(engine, cache, settings, enqueue)
+    finally:
+        cache.client.eval(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+            1,
+            COLLECT_LOCK,
+            token,
+        )
+
+
+def _collect(engine: sa.Engine, cache: Cache, settings: Settings, enqueue: Enqueue) -> CollectReport:
+    started = time.perf_counter()
+    refs = catalog.ongoing(engine, window_seconds=settings.ongoing_window, sql=settings.ongoing_sql)
+    valid = [ref for ref in refs if not address_problem(*ref)]
+    invalid = len(refs) - len(valid)
+    if invalid:
+        log.warning("ignored %d ongoing files with an unusable address", invalid)
+    scan = cache.scan(valid, inflight_ttl=settings.inflight_ttl, ttl=settings.ttl)
+    if scan.claimed:
+        try:
+            enqueue(scan.claimed)
+        except BaseException:
+            cache.unclaim(scan.claimed)
+            raise
+    cache.client.set(LAST_COLLECT, str(time.time()))
+    report = CollectReport(
+        ongoing=len(refs),
+        enqueued=len(scan.claimed),
+        cached=scan.counts[Scan.CACHED],
+        in_flight=scan.counts[Scan.IN_FLIGHT],
+        skipped=scan.counts[Scan.SKIPPED],
+        invalid=invalid,
+        seconds=round(time.perf_counter() - started, 4),
+    )
+    log.info(
+        "collect: %d ongoing, %d enqueued, %d cached, %d in flight, %d skipped in %.3fs",
+        report.ongoing,
+        report.enqueued,
+        report.cached,
+        report.in_flight,
+        report.skipped,
+        report.seconds,
+    )
+    return report

@@ -1,0 +1,128 @@
+"""Demo data: a few ongoing RAGFlow documents and their files, for a first run."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from . import schema
+from .settings import Settings
+from .storage.s3 import make_client
+
+log = logging.getLogger(__name__)
+Put = Callable[[str, str, bytes], None]
+
+
+def writer(settings: Settings) -> Put:
+    """Write a demo file where the configured storage will look for it."""
+    if settings.storage == "s3":
+        client = make_client(settings)
+        made: set[str] = set()
+
+        def put_s3(bucket: str, location: str, data: bytes) -> None:
+            real_bucket = settings.s3_bucket or bucket
+            key = "/".join(p for p in (settings.s3_prefix, bucket, location) if p) if settings.s3_bucket else location
+            if real_bucket not in made:
+                with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+                    client.create_bucket(Bucket=real_bucket)
+                made.add(real_bucket)
+            client.put_object(Bucket=real_bucket, Key=key, Body=data)
+
+        return put_s3
+
+    def put_local(bucket: str, location: str, data: bytes) -> None:
+        path = settings.storage_root / bucket / location
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    return put_local
+
+
+def add_document(conn: sa.Connection, put: Put, *, kb_id: str, name: str, data: bytes, pages: int = 3) -> str:
+    """Insert an ongoing knowledge-base document with `pages` page-range tasks; return its id."""
+    doc_id, now_ms = uuid.uuid1().hex, int(time.time() * 1000)
+    stamps = {"create_time": now_ms, "create_date": datetime.now(), "update_time": now_ms}
+    put(kb_id, name, data)
+    conn.execute(
+        schema.document.insert().values(
+            id=doc_id,
+            kb_id=kb_id,
+            type="doc",
+            name=name,
+            location=name,
+            size=len(data),
+            suffix=name.rsplit(".", 1)[-1],
+            run="1",
+            status="1",
+            **stamps,
+        )
+    )
+    file_id = uuid.uuid1().hex
+    conn.execute(
+        schema.file.insert().values(
+            id=file_id,
+            parent_id=uuid.uuid1().hex,
+            name=name,
+            location=name,
+            size=len(data),
+            type="doc",
+            source_type="knowledgebase",
+            **stamps,
+        )
+    )
+    conn.execute(schema.file2document.insert().values(id=uuid.uuid1().hex, file_id=file_id, document_id=doc_id))
+    conn.execute(
+        schema.task.insert(),
+        [
+            {
+                "id": uuid.uuid1().hex,
+                "doc_id": doc_id,
+                "from_page": p * 12,
+                "to_page": p * 12 + 12,
+                "progress": 0.1,
+                "task_type": "",
+                **stamps,
+            }
+            for p in range(pages)
+        ],
+    )
+    return doc_id
+
+
+def finish_document(conn: sa.Connection, doc_id: str) -> None:
+    """Mark a document's processing as done, as RAGFlow does when its tasks complete."""
+    conn.execute(schema.task.update().where(schema.task.c.doc_id == doc_id).values(progress=1.0))
+    conn.execute(schema.document.update().where(schema.document.c.id == doc_id).values(run="3"))
+
+
+def seed(engine: sa.Engine, put: Put, *, documents: int = 5) -> list[str]:
+    schema.create_missing(engine)
+    kb_id = "demo" + uuid.uuid1().hex[:28]
+    with engine.begin() as conn:
+        return [
+            add_document(conn, put, kb_id=kb_id, name=f"reports/2026/Q3 résumé {i}.txt", data=_text(i))
+            for i in range(documents)
+        ]
+
+
+def follow(engine: sa.Engine, put: Put, *, every: float, keep: int = 5, stop: Callable[[], bool]) -> None:
+    """Keep `keep` documents ongoing, starting a new one and finishing the oldest every `every` s."""
+    live = seed(engine, put, documents=keep)
+    n = keep
+    while not stop():
+        time.sleep(every)
+        with engine.begin() as conn:
+            live.append(add_document(conn, put, kb_id="demo-live", name=f"live/doc-{n}.txt", data=_text(n)))
+            finish_document(conn, live.pop(0))
+        log.info("demo: document %d started, the oldest one finished", n)
+        n += 1
+
+
+def _text(i: int) -> bytes:
+    return (f"Demo document {i}\n" + "Lorem ipsum dolor sit amet. " * 400).encode()

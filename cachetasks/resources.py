@@ -1,0 +1,80 @@
+"""Per-process clients: the database engine, the cache's Redis client and storage.
+
+Built lazily on first use, never at import time, and dropped after a fork so that no pool
+or socket is shared between processes. Tests replace them by assigning `resources.current`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import redis
+import sqlalchemy as sa
+
+from . import catalog, storage
+from .cache import Cache
+from .settings import Settings
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    pid: int = field(default_factory=os.getpid)
+
+    @cached_property
+    def engine(self) -> sa.Engine:
+        return catalog.make_engine(self.settings.sqlalchemy_url, connect_timeout=self.settings.db_connect_timeout)
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return make_redis(self.settings)
+
+    @cached_property
+    def cache(self) -> Cache:
+        return Cache(self.redis)
+
+    @cached_property
+    def storage(self) -> storage.Storage:
+        return storage.from_settings(self.settings)
+
+    def close(self) -> None:
+        if "engine" in self.__dict__:
+            self.engine.dispose()
+        if "redis" in self.__dict__:
+            self.redis.close()
+
+
+def make_redis(settings: Settings) -> redis.Redis:
+    """A binary-safe client with timeouts, so an outage fails calls instead of hanging them."""
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=max(settings.redis_timeout, 1.0),
+        socket_connect_timeout=settings.redis_timeout,
+        health_check_interval=30,
+        retry_on_timeout=False,
+    )
+
+
+_lock = threading.Lock()
+current: Resources | None = None
+
+
+def get(settings: Settings) -> Resources:
+    """This process's resources, built on first use (and again in a forked child)."""
+    global current
+    with _lock:
+        if current is None or current.pid != os.getpid():
+            current = Resources(settings)
+        return current
+
+
+def reset() -> None:
+    """Forget this process's resources (after a fork, or at shutdown)."""
+    global current
+    with _lock:
+        if current is not None and current.pid == os.getpid():
+            current.close()
+        current = None

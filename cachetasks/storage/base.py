@@ -1,0 +1,46 @@
+"""The storage protocol: open a (bucket, location) and stream its bytes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Protocol
+
+from ..errors import InvalidAddress
+from ..ref import address_problem
+
+
+class Blob:
+    """An open object: its size and a stream of its bytes. Close it (or use `with`)."""
+
+    def __init__(self, size: int, chunks: Iterator[bytes], close: Callable[[], None]) -> None:
+        self.size = size
+        self.chunks = chunks
+        self._close = close
+
+    def close(self) -> None:
+        self._close()
+
+    def __enter__(self) -> Blob:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class Storage(Protocol):
+    """Where the files live. Errors are the project's: FileMissing, InvalidAddress, StorageUnavailable."""
+
+    def open(self, bucket: str, location: str, *, chunk_size: int) -> Blob: ...
+
+    def check(self) -> str:
+        """Raise StorageError when storage cannot be reached; return a one-line description."""
+        ...
+
+
+def check_address(bucket: str, location: str) -> None:
+    problem = address_problem(bucket, location)
+    if problem:
+        raise InvalidAddress(str(bucket), str(location), problem)

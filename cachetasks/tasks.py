@@ -1,0 +1,56 @@
+"""The two Celery tasks: thin wrappers that fetch resources, call the logic, map errors."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from celery import Task
+from celery.utils.time import get_exponential_backoff_interval
+
+from . import collector, copier, resources
+from .app import app, settings
+from .errors import CatalogError, StorageUnavailable
+from .ref import FileRef
+
+log = logging.getLogger(__name__)
+TRANSIENT = (StorageUnavailable, redis.ConnectionError, redis.TimeoutError)
+BACKOFF_FACTOR, BACKOFF_MAX = 1, 20
+
+
+@app.task(name="cachetasks.collect", throws=(CatalogError, redis.ConnectionError, redis.TimeoutError))
+def collect() -> dict[str, float] | None:
+    """Enqueue a copy of every ongoing file that is neither cached nor in flight."""
+    s = settings()
+    res = resources.get(s)
+    report = collector.collect(res.engine, res.cache, s, enqueue=enqueue_copies)
+    return report.as_dict() if report else None
+
+
+@app.task(name="cachetasks.cache_file", bind=True, throws=TRANSIENT)
+def cache_file(self: Task[Any, Any], bucket: str, location: str) -> str:
+    """Copy one file from storage into Redis, retrying transient failures with backoff."""
+    s = settings()
+    res = resources.get(s)
+    ref, owner = FileRef(bucket, location), self.request.id or "manual"
+    try:
+        return copier.copy_file(res.cache, res.storage, ref, s, owner=owner).value
+    except TRANSIENT as exc:
+        if self.request.retries >= s.max_retries:
+            with contextlib.suppress(redis.RedisError):  # if Redis is down, the claim expires by itself
+                res.cache.release(ref, owner)
+            raise
+        delay = get_exponential_backoff_interval(BACKOFF_FACTOR, self.request.retries, BACKOFF_MAX, full_jitter=True)
+        with contextlib.suppress(redis.RedisError):
+            res.cache.hold(ref, owner, delay + s.inflight_ttl)  # keep the claim over the wait
+        raise self.retry(exc=exc, countdown=delay, max_retries=s.max_retries) from None
+
+
+def enqueue_copies(refs: Sequence[FileRef]) -> None:
+    """Publish one `cache_file` per ref, pipelined through one producer."""
+    with app.producer_or_acquire() as producer, producer.batch():
+        for ref in refs:
+            cache_file.apply_async((ref.bucket, ref.location), producer=producer)

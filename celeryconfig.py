@@ -1,0 +1,78 @@
+"""Celery settings and the beat schedule for cachetasks.
+
+The environment is read once, here, into `cachetasks_settings`; everything below derives
+from it. A bad value stops the process at start with one line naming the variable.
+"""
+
+from __future__ import annotations
+
+import os as _os
+import sys as _sys
+
+from kombu import Queue as _Queue
+
+from cachetasks.errors import ConfigError as _ConfigError
+from cachetasks.settings import COLLECT_QUEUE as _COLLECT
+from cachetasks.settings import FILES_QUEUE as _FILES
+from cachetasks.settings import Settings as _Settings
+
+try:
+    cachetasks_settings = _Settings.from_env(_os.environ)
+except _ConfigError as _exc:
+    print(f"cachetasks: configuration error: {_exc}", file=_sys.stderr)
+    raise SystemExit(2) from None
+
+_s = cachetasks_settings
+
+broker_url = _s.broker_url
+broker_connection_retry_on_startup = True
+broker_transport_options = {
+    "socket_timeout": _s.redis_timeout,
+    "socket_connect_timeout": _s.redis_timeout,
+    "health_check_interval": 10,
+    "retry_on_timeout": True,
+    "visibility_timeout": 3600,
+}
+redis_backend_health_check_interval = 10
+
+# JSON only: a worker never unpickles what it finds on the queue.
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+event_serializer = "json"
+
+# No result backend: outcomes go to the logs and to Flower through task events.
+result_backend = None
+task_ignore_result = True
+worker_send_task_events = True
+
+# Two queues so that a backlog of copies never delays `collect`. A plain
+# `celery -A cachetasks worker` consumes both; the Procfile runs one worker per queue.
+task_queues = (
+    _Queue(_COLLECT, routing_key=_COLLECT),
+    _Queue(_FILES, routing_key=_FILES),
+)
+task_default_queue = _FILES
+task_routes = {
+    "cachetasks.collect": {"queue": _COLLECT, "routing_key": _COLLECT},
+    "cachetasks.cache_file": {"queue": _FILES, "routing_key": _FILES},
+}
+
+# Copies wait on storage and Redis, not on the CPU: threads, many of them.
+worker_pool = "threads"
+worker_concurrency = _s.concurrency
+worker_prefetch_multiplier = 1
+task_acks_late = False  # a lost copy is re-created by the next collect once its claim expires
+
+beat_schedule = {
+    "collect": {
+        "task": "cachetasks.collect",
+        "schedule": _s.collect_interval,
+        # A collect that waited this long is stale: the next one is already on its way.
+        "options": {"expires": _s.collect_expires, "queue": _COLLECT},
+    },
+}
+# Beat's default scheduler keeps its state in the data directory (override with `beat -s`).
+_s.data_dir.mkdir(parents=True, exist_ok=True)
+beat_schedule_filename = str(_s.data_dir / "celerybeat-schedule")
+beat_max_loop_interval = max(1.0, _s.collect_interval)
