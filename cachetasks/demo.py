@@ -6,7 +6,8 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -44,55 +45,83 @@ def writer(settings: Settings) -> Put:
     return put_local
 
 
-def add_document(conn: sa.Connection, put: Put, *, kb_id: str, name: str, data: bytes, pages: int = 3) -> str:
-    """Insert an ongoing knowledge-base document with `pages` page-range tasks; return its id."""
-    doc_id, now_ms = uuid.uuid1().hex, int(time.time() * 1000)
-    stamps = {"create_time": now_ms, "create_date": datetime.now(), "update_time": now_ms}
-    put(kb_id, name, data)
+@dataclass(frozen=True)
+class LinkedFile:
+    """A `file` row linked to a document through `file2document`."""
+
+    parent_id: str
+    location: str | None
+    source_type: str | None = "knowledgebase"
+
+
+def insert_document(
+    conn: sa.Connection,
+    *,
+    kb_id: str,
+    location: str | None,
+    doc_type: str = "pdf",
+    run: str = "1",
+    status: str = "1",
+    progress: Sequence[float] = (0.0,),
+    created_ms: int | None = None,
+    file: LinkedFile | None = None,
+) -> str:
+    """Insert a RAGFlow document with one task per entry of `progress`; return its id."""
+    doc_id = uuid.uuid1().hex
+    now_ms = int(time.time() * 1000)
+    stamps = {"create_time": created_ms or now_ms, "create_date": datetime.now(), "update_time": now_ms}
+    name = (location or "unnamed").rsplit("/", 1)[-1]
     conn.execute(
         schema.document.insert().values(
             id=doc_id,
             kb_id=kb_id,
-            type="doc",
+            type=doc_type,
             name=name,
-            location=name,
-            size=len(data),
+            location=location,
             suffix=name.rsplit(".", 1)[-1],
-            run="1",
-            status="1",
+            run=run,
+            status=status,
             **stamps,
         )
     )
-    file_id = uuid.uuid1().hex
-    conn.execute(
-        schema.file.insert().values(
-            id=file_id,
-            parent_id=uuid.uuid1().hex,
-            name=name,
-            location=name,
-            size=len(data),
-            type="doc",
-            source_type="knowledgebase",
-            **stamps,
-        )
-    )
-    conn.execute(schema.file2document.insert().values(id=uuid.uuid1().hex, file_id=file_id, document_id=doc_id))
-    conn.execute(
-        schema.task.insert(),
-        [
-            {
-                "id": uuid.uuid1().hex,
-                "doc_id": doc_id,
-                "from_page": p * 12,
-                "to_page": p * 12 + 12,
-                "progress": 0.1,
-                "task_type": "",
+    if file is not None:
+        file_id = uuid.uuid1().hex
+        conn.execute(
+            schema.file.insert().values(
+                id=file_id,
+                parent_id=file.parent_id,
+                name=name,
+                location=file.location,
+                type=doc_type,
+                source_type=file.source_type,
                 **stamps,
-            }
-            for p in range(pages)
-        ],
-    )
+            )
+        )
+        conn.execute(schema.file2document.insert().values(id=uuid.uuid1().hex, file_id=file_id, document_id=doc_id))
+    if progress:
+        conn.execute(
+            schema.task.insert(),
+            [
+                {
+                    "id": uuid.uuid1().hex,
+                    "doc_id": doc_id,
+                    "from_page": i * 12,
+                    "to_page": i * 12 + 12,
+                    "progress": p,
+                    "task_type": "",
+                    **stamps,
+                }
+                for i, p in enumerate(progress)
+            ],
+        )
     return doc_id
+
+
+def add_document(conn: sa.Connection, put: Put, *, kb_id: str, name: str, data: bytes, pages: int = 3) -> str:
+    """An ongoing knowledge-base upload, as RAGFlow records one, with its file in storage."""
+    put(kb_id, name, data)
+    upload = LinkedFile(parent_id=uuid.uuid1().hex, location=name, source_type="knowledgebase")
+    return insert_document(conn, kb_id=kb_id, location=name, doc_type="doc", progress=[0.1] * pages, file=upload)
 
 
 def finish_document(conn: sa.Connection, doc_id: str) -> None:

@@ -1,0 +1,174 @@
+"""Fixtures that bring the real servers: a private redis-server, moto's S3 server, a PostgreSQL
+database of our own, and cachetasks' worker and beat as processes.
+
+A missing PostgreSQL skips the tests that need it on a laptop, and fails them in CI.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import redis
+import sqlalchemy as sa
+
+from cachetasks import catalog, schema, storage
+from cachetasks.cache import Cache
+from cachetasks.settings import Settings
+from tests.support.proxy import S3Proxy
+from tests.support.servers import RedisServer, S3Server, postgres_database
+from tests.support.service import Processes, service_env
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(autouse=True)
+def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's own cachetasks, Celery or AWS settings."""
+    for name in list(os.environ):
+        if name.startswith(("CACHETASKS_", "CELERY_", "AWS_", "FLOWER_")):
+            monkeypatch.delenv(name)
+
+
+# -- servers (one per session) -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    server = S3Server(tmp_path_factory.mktemp("moto")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    try:
+        with postgres_database() as url:
+            yield url
+    except sa.exc.OperationalError as exc:
+        if IN_CI:
+            raise
+        pytest.skip(f"PostgreSQL is not reachable: {exc.orig}")
+
+
+# -- per-test state ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def env(redis_server: RedisServer, tmp_path: Path) -> dict[str, str]:
+    """Settings (as environment variables) for one test: an empty private Redis, SQLite, a local folder."""
+    redis_server.client().flushall()  # our own server: nobody else's data
+    return {
+        "CELERY_BROKER_URL": redis_server.url(0),
+        "CACHETASKS_REDIS_URL": redis_server.url(1),
+        "CACHETASKS_DATA_DIR": str(tmp_path / "data"),
+    }
+
+
+@pytest.fixture
+def s3(s3_server: S3Server) -> Iterator[Any]:
+    """A boto3 client talking straight to an empty S3 server (for setting up objects)."""
+    s3_server.reset()
+    client = boto3.client("s3", endpoint_url=s3_server.url, region_name="us-east-1", **_aws_kwargs())
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def s3_proxy(s3_server: S3Server) -> Iterator[S3Proxy]:
+    """The counting, fault-injecting proxy in front of the S3 server; the service talks to this."""
+    proxy = S3Proxy(s3_server.url).start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def s3_env(env: dict[str, str], s3: Any, s3_proxy: S3Proxy) -> dict[str, str]:
+    """`env` with S3 storage behind the proxy."""
+    return {**env, **AWS, "CACHETASKS_STORAGE": "s3", "CACHETASKS_S3_ENDPOINT_URL": s3_proxy.url}
+
+
+@pytest.fixture
+def pg_engine(pg_url: str) -> Iterator[sa.Engine]:
+    """RAGFlow's tables in our PostgreSQL database, emptied after the test."""
+    engine = catalog.make_engine(pg_url, connect_timeout=5)
+    schema.create_missing(engine)
+    yield engine
+    with engine.begin() as conn:
+        conn.execute(sa.text("TRUNCATE task, document, file, file2document"))
+    engine.dispose()
+
+
+@pytest.fixture
+def sqlite_engine(env: dict[str, str]) -> Iterator[sa.Engine]:
+    """RAGFlow's tables in the test's SQLite file (the embedded default)."""
+    engine = catalog.make_engine(Settings.from_env(env).sqlalchemy_url, connect_timeout=5)
+    Path(env["CACHETASKS_DATA_DIR"]).mkdir(parents=True, exist_ok=True)
+    schema.create_missing(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def cache(redis_server: RedisServer) -> Iterator[Cache]:
+    """The cache on the test's Redis database (db 1, as in `env`)."""
+    client = redis_server.client(1)
+    yield Cache(client)
+    client.close()
+
+
+@pytest.fixture
+def processes(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[[dict[str, str]], Processes]]:
+    """Start worker and beat processes with given settings; all are stopped after the test.
+
+    Their logs are printed when the test fails.
+    """
+    started: list[Processes] = []
+
+    def make(settings: dict[str, str]) -> Processes:
+        procs = Processes(service_env(settings), tmp_path / "logs")
+        started.append(procs)
+        return procs
+
+    yield make
+    for procs in started:
+        procs.stop_all()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        for procs in started:
+            print(procs.logs())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    report = yield
+    setattr(item, "rep_" + report.when, report)
+    return report
+
+
+def settings_for(env: dict[str, str], **overrides: str) -> Settings:
+    return Settings.from_env({**env, **overrides})
+
+
+def storage_for(env: dict[str, str], **overrides: str) -> storage.Storage:
+    return storage.from_settings(settings_for(env, **overrides))
+
+
+def redis_for(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url)
+
+
+def _aws_kwargs() -> dict[str, str]:
+    return {"aws_access_key_id": AWS["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": AWS["AWS_SECRET_ACCESS_KEY"]}
