@@ -39,7 +39,7 @@ def wait_until(check: Callable[[], object], *, timeout: float, interval: float =
     while time.monotonic() < deadline:
         try:
             value = check()
-        except Exception as exc:  # noqa: BLE001 -- keep polling; the last error is reported
+        except Exception as exc:  # keep polling; the last error is reported
             last, value = exc, None
         if value:
             return value
