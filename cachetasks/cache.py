@@ -1,8 +1,6 @@
-"""The Redis side: key naming, in-flight claims, batched checks, atomic stores with a TTL.
+"""The Redis side: in-flight claims, batched checks, atomic stores with a TTL.
 
-Cache values live at exactly `"{bucket}/{location}"` (see `ref.cache_key`); every other key
-the service writes lives under PREFIX, so they are easy to find, count and never mistaken
-for a cached file.
+Key names are in `keys`; the bytes the cache holds are accounted in `ledger`.
 """
 
 from __future__ import annotations
@@ -17,24 +15,14 @@ from dataclasses import dataclass, field
 
 import redis
 
+from .keys import COLLECT_LOCK, HELD, LAST_COLLECT, OWNED, PREFIX, SIZES, SKIP, TMP, inflight_key, skip_key
+from .ledger import Ledger
 from .ref import FileRef
 
-PREFIX = "cachetasks:"
-INFLIGHT = PREFIX + "inflight:"  # value: "queued", or the id of the task copying it
-SKIP = PREFIX + "skip:"  # value: why the file is not tried again for a while
-TMP = PREFIX + "tmp:"  # a value being streamed in, renamed into place when complete
-COLLECT_LOCK = PREFIX + "collect-lock"
-LAST_COLLECT = PREFIX + "last-collect"
+__all__ = ["COLLECT_LOCK", "LAST_COLLECT", "PREFIX", "SKIP", "TMP", "Cache", "Scan", "inflight_key", "skip_key"]
+
 QUEUED = "queued"
 SCAN_CHUNK = 5000
-
-
-def inflight_key(key: str) -> str:
-    return INFLIGHT + key
-
-
-def skip_key(key: str) -> str:
-    return SKIP + key
 
 
 class Scan(enum.IntEnum):
@@ -42,20 +30,36 @@ class Scan(enum.IntEnum):
     CACHED = 1
     SKIPPED = 2  # remembered as missing, too large or refused
     IN_FLIGHT = 3
+    EVICTED = 4  # this service cached it and Redis dropped it before its TTL: Redis is full
 
 
-# KEYS: (cache key, in-flight key, skip key) per file. ARGV: in-flight ms, ttl ms.
+# KEYS: OWNED, SIZES, HELD, then (cache key, in-flight key, skip key) per file.
+# ARGV: in-flight ms, ttl ms.
 # A cached key whose TTL fell below half is renewed: a file stays hot while it is ongoing.
+# A key this service wrote that vanished before its expiry was evicted: copying it again
+# before then would only evict another file, so it waits for its TTL period to end.
 _CLAIM = """
 local out = {}
 local inflight_ms, ttl_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
-for i = 1, #KEYS, 3 do
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 4, #KEYS, 3 do
   local left = redis.call('PTTL', KEYS[i])
   if left ~= -2 then
-    if left >= 0 and left < ttl_ms / 2 then redis.call('PEXPIRE', KEYS[i], ttl_ms) end
+    if left >= 0 and left < ttl_ms / 2 then
+      redis.call('PEXPIRE', KEYS[i], ttl_ms)
+      redis.call('ZADD', KEYS[1], 'XX', now + ttl_ms, KEYS[i])
+    end
     out[#out + 1] = 1
   elseif redis.call('EXISTS', KEYS[i + 2]) == 1 then
     out[#out + 1] = 2
+  elseif tonumber(redis.call('ZSCORE', KEYS[1], KEYS[i]) or 0) > now then
+    local size = redis.call('HGET', KEYS[2], KEYS[i])
+    if size then
+      redis.call('HDEL', KEYS[2], KEYS[i])
+      redis.call('DECRBY', KEYS[3], size)
+    end
+    out[#out + 1] = 4
   elseif redis.call('SET', KEYS[i + 1], 'queued', 'NX', 'PX', inflight_ms) then
     out[#out + 1] = 0
   else
@@ -108,6 +112,7 @@ class Cache:
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
+        self.ledger = Ledger(client)
         self._claim = client.register_script(_CLAIM)
         self._begin = client.register_script(_BEGIN)
         self._hold = client.register_script(_HOLD)
@@ -120,7 +125,12 @@ class Cache:
         result = ScanResult()
         args = [inflight_ttl * 1000, ttl * 1000]
         for chunk in _chunks(refs, SCAN_CHUNK):
-            keys = [k for ref in chunk for k in (ref.key, inflight_key(ref.key), skip_key(ref.key))]
+            keys = [
+                OWNED,
+                SIZES,
+                HELD,
+                *(k for ref in chunk for k in (ref.key, inflight_key(ref.key), skip_key(ref.key))),
+            ]
             for ref, code in zip(chunk, self._claim(keys=keys, args=args), strict=True):
                 state = Scan(code)
                 result.counts[state] += 1

@@ -27,6 +27,7 @@ class CollectReport:
     cached: int
     in_flight: int
     skipped: int
+    evicted: int
     invalid: int
     seconds: float
 
@@ -55,10 +56,8 @@ def collect(engine: sa.Engine, cache: Cache, settings: Settings, enqueue: Enqueu
 def _collect(engine: sa.Engine, cache: Cache, settings: Settings, enqueue: Enqueue) -> CollectReport:
     started = time.perf_counter()
     refs = catalog.ongoing(engine, window_seconds=settings.ongoing_window, sql=settings.ongoing_sql)
-    valid = [ref for ref in refs if not address_problem(*ref)]
+    valid = [ref for ref in refs if not _unusable(ref)]
     invalid = len(refs) - len(valid)
-    if invalid:
-        log.warning("ignored %d ongoing files with an unusable address", invalid)
     scan = cache.scan(valid, inflight_ttl=settings.inflight_ttl, ttl=settings.ttl)
     if scan.claimed:
         try:
@@ -66,6 +65,11 @@ def _collect(engine: sa.Engine, cache: Cache, settings: Settings, enqueue: Enque
         except BaseException:
             cache.unclaim(scan.claimed)
             raise
+    cache.ledger.prune()
+    if settings.evict_on_done:
+        done = cache.ledger.owned() - {ref.key for ref in valid}
+        if done:
+            log.info("evicted %d files whose documents are no longer ongoing", cache.ledger.evict(done))
     cache.client.set(LAST_COLLECT, str(time.time()))
     report = CollectReport(
         ongoing=len(refs),
@@ -73,16 +77,34 @@ def _collect(engine: sa.Engine, cache: Cache, settings: Settings, enqueue: Enque
         cached=scan.counts[Scan.CACHED],
         in_flight=scan.counts[Scan.IN_FLIGHT],
         skipped=scan.counts[Scan.SKIPPED],
+        evicted=scan.counts[Scan.EVICTED],
         invalid=invalid,
         seconds=round(time.perf_counter() - started, 4),
     )
-    log.info(
-        "collect: %d ongoing, %d enqueued, %d cached, %d in flight, %d skipped in %.3fs",
+    # Every second: say something at INFO only when there was something to do.
+    log.log(
+        logging.INFO if report.enqueued else logging.DEBUG,
+        "collect: %d ongoing, %d enqueued, %d cached, %d in flight, %d skipped, %d evicted by Redis in %.3fs",
         report.ongoing,
         report.enqueued,
         report.cached,
         report.in_flight,
         report.skipped,
+        report.evicted,
         report.seconds,
     )
     return report
+
+
+_warned: set[FileRef] = set()
+
+
+def _unusable(ref: FileRef) -> bool:
+    """True for an address no backend may read; warned about once per process, not every second."""
+    problem = address_problem(*ref)
+    if problem and ref not in _warned:
+        if len(_warned) > 10_000:
+            _warned.clear()
+        _warned.add(ref)
+        log.warning("ignoring ongoing file %.200r / %.200r: %s", ref.bucket, ref.location, problem)
+    return problem is not None

@@ -10,9 +10,10 @@ import redis
 
 from .cache import Cache
 from .errors import FileMissing, FileTooLarge, InvalidAddress, StorageUnavailable
+from .ledger import redis_full
 from .ref import FileRef, address_problem
 from .settings import Settings
-from .storage import Storage
+from .storage import Blob, Storage
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,14 @@ class Outcome(enum.StrEnum):
     MISSING = "missing"
     TOO_LARGE = "too-large"
     INVALID = "invalid"
+    CACHE_FULL = "cache-full"  # CACHETASKS_MAX_CACHE_BYTES reached
+    REDIS_FULL = "redis-full"  # Redis is near its maxmemory: writing would evict
     REFUSED = "refused"  # Redis would not take the value (e.g. out of memory)
+
+
+class _Skip(Exception):
+    def __init__(self, outcome: Outcome, reason: str) -> None:
+        self.outcome, self.reason = outcome, reason
 
 
 def copy_file(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, *, owner: str) -> Outcome:
@@ -37,7 +45,7 @@ def copy_file(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, 
     """
     problem = address_problem(ref.bucket, ref.location)
     if problem:
-        log.warning("refused %r: %s", ref.key if isinstance(ref.key, str) else ref, problem)
+        log.warning("refused %.200r / %.200r: %s", ref.bucket, ref.location, problem)
         return Outcome.INVALID
     state = cache.begin(ref, owner, inflight_ttl=settings.inflight_ttl)
     if state != "go":
@@ -46,6 +54,12 @@ def copy_file(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, 
         outcome, size = _copy(cache, storage, ref, settings, owner)
     except (StorageUnavailable, redis.ConnectionError, redis.TimeoutError):
         raise
+    except _Skip as skip:
+        outcome, size = skip.outcome, 0
+        log.warning(
+            "not caching %s: %s: %s (not tried again for %ds)", ref.key, outcome, skip.reason, settings.negative_ttl
+        )
+        cache.remember_skip(ref, outcome.value, settings.negative_ttl)
     except BaseException:
         cache.release(ref, owner)
         raise
@@ -56,36 +70,46 @@ def copy_file(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, 
 
 
 def _copy(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, owner: str) -> tuple[Outcome, int]:
-    limit = settings.max_file_bytes
+    if redis_full(cache.client, 0):
+        raise _Skip(Outcome.REDIS_FULL, "Redis is near its maxmemory")
     try:
         with storage.open(ref.bucket, ref.location, chunk_size=settings.chunk_bytes) as blob:
-            if blob.size > limit:
-                raise FileTooLarge(ref.bucket, ref.location, f"{blob.size} bytes is over the limit of {limit}")
-            stored = cache.store(
-                ref.key,
-                _bounded(blob.chunks, ref, limit),
-                ttl=settings.ttl,
-                tmp_ttl=settings.inflight_ttl,
-                heartbeat=lambda: cache.hold(ref, owner, settings.inflight_ttl),
-            )
+            return _store(cache, blob, ref, settings, owner)
     except FileMissing as exc:
-        return _skip(cache, ref, settings, Outcome.MISSING, exc.reason), 0
+        raise _Skip(Outcome.MISSING, exc.reason) from None
     except FileTooLarge as exc:
-        return _skip(cache, ref, settings, Outcome.TOO_LARGE, exc.reason), 0
+        raise _Skip(Outcome.TOO_LARGE, exc.reason) from None
     except InvalidAddress as exc:
-        return _skip(cache, ref, settings, Outcome.INVALID, exc.reason), 0
+        raise _Skip(Outcome.INVALID, exc.reason) from None
     except redis.ResponseError as exc:
         # Only the server's first words: never the payload.
-        return _skip(cache, ref, settings, Outcome.REFUSED, str(exc).split("\n")[0][:120]), 0
+        raise _Skip(Outcome.REFUSED, str(exc).split("\n")[0][:120]) from None
+
+
+def _store(cache: Cache, blob: Blob, ref: FileRef, settings: Settings, owner: str) -> tuple[Outcome, int]:
+    limit = settings.max_file_bytes
+    if blob.size > limit:
+        raise FileTooLarge(ref.bucket, ref.location, f"{blob.size} bytes is over the limit of {limit}")
+    if not cache.ledger.reserve(ref.key, blob.size, limit=settings.max_cache_bytes):
+        raise _Skip(Outcome.CACHE_FULL, f"{blob.size} bytes would pass CACHETASKS_MAX_CACHE_BYTES")
+    try:
+        if redis_full(cache.client, blob.size):
+            raise _Skip(Outcome.REDIS_FULL, f"{blob.size} bytes would take Redis near its maxmemory")
+        stored = cache.store(
+            ref.key,
+            _bounded(blob.chunks, ref, limit),
+            ttl=settings.ttl,
+            tmp_ttl=settings.inflight_ttl,
+            heartbeat=lambda: cache.hold(ref, owner, settings.inflight_ttl),
+        )
+    except BaseException:
+        cache.ledger.cancel(ref.key)
+        raise
     if stored is None:
+        cache.ledger.cancel(ref.key)
         return Outcome.ALREADY_CACHED, 0
+    cache.ledger.commit(ref.key, settings.ttl)
     return Outcome.CACHED, stored
-
-
-def _skip(cache: Cache, ref: FileRef, settings: Settings, outcome: Outcome, reason: str) -> Outcome:
-    log.warning("not caching %s: %s: %s (not retried for %ds)", ref.key, outcome.value, reason, settings.negative_ttl)
-    cache.remember_skip(ref, outcome.value, settings.negative_ttl)
-    return outcome
 
 
 def _bounded(chunks: Iterator[bytes], ref: FileRef, limit: int) -> Iterator[bytes]:

@@ -41,6 +41,8 @@ class Settings:
     redis_timeout: float = 5.0
     concurrency: int = 16
     max_retries: int = 8
+    max_cache_bytes: int = 0  # 0: no limit of our own (Redis's maxmemory still applies)
+    evict_on_done: bool = False
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -84,6 +86,8 @@ class Settings:
             redis_timeout=p.number("CACHETASKS_REDIS_TIMEOUT", cls.redis_timeout),
             concurrency=p.integer("CACHETASKS_CONCURRENCY", cls.concurrency, maximum=1024),
             max_retries=p.integer("CACHETASKS_MAX_RETRIES", cls.max_retries, minimum=0),
+            max_cache_bytes=p.integer("CACHETASKS_MAX_CACHE_BYTES", cls.max_cache_bytes, minimum=0),
+            evict_on_done=p.boolean("CACHETASKS_EVICT_ON_DONE", cls.evict_on_done),
         )
         if settings.storage == "s3" and not (settings.s3_endpoint_url or settings.s3_region):
             raise ConfigError(
@@ -115,6 +119,16 @@ class _Reader:
         if value not in choices:
             raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}")
         return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = self.optional(name)
+        if raw is None:
+            return default
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name}={raw!r} is not a boolean (true or false)")
 
     def number(self, name: str, default: float) -> float:
         raw = self.optional(name)

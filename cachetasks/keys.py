@@ -1,0 +1,25 @@
+"""Names of the keys cachetasks keeps for itself, all under one prefix.
+
+Cached files themselves live at exactly `"{bucket}/{location}"` (`ref.cache_key`); nothing
+here can be mistaken for one, and nothing outside this prefix is ever written but them.
+"""
+
+from __future__ import annotations
+
+PREFIX = "cachetasks:"
+INFLIGHT = PREFIX + "inflight:"  # + cache key; value "queued", or the id of the task copying it
+SKIP = PREFIX + "skip:"  # + cache key; value: why the file is not tried again for a while
+TMP = PREFIX + "tmp:"  # + random; a value being streamed in, renamed into place when complete
+OWNED = PREFIX + "owned"  # sorted set: cache keys this service wrote, scored by expiry (ms)
+SIZES = PREFIX + "sizes"  # hash: cache key -> bytes, for keys in OWNED and reservations
+HELD = PREFIX + "held-bytes"  # the sum of SIZES: what the cache holds (or is about to)
+COLLECT_LOCK = PREFIX + "collect-lock"
+LAST_COLLECT = PREFIX + "last-collect"  # unix time of the last finished collect
+
+
+def inflight_key(key: str) -> str:
+    return INFLIGHT + key
+
+
+def skip_key(key: str) -> str:
+    return SKIP + key

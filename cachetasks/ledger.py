@@ -1,0 +1,130 @@
+"""What the cache holds: the keys this service wrote, their sizes, and room left in Redis.
+
+Every copy reserves its size before writing and commits (or cancels) after, so the total
+in HELD is right even with many workers, and CACHETASKS_MAX_CACHE_BYTES is never
+overshot. Entries whose key is gone from Redis (expired, evicted, deleted by someone else)
+are dropped by `prune`, which each collect runs: the ledger follows what is really in Redis.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+
+from .keys import HELD, INFLIGHT, OWNED, SIZES
+
+FILL_RATIO = 0.9  # leave Redis this much of its maxmemory, for the broker and its own overhead
+RESERVATION_MS = 60_000  # how long a reservation outlives a vanished copy before prune reclaims it
+
+_NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+
+# KEYS: SIZES, HELD, OWNED. ARGV: key, size, limit (0: none), reservation ms.
+_RESERVE = (
+    _NOW
+    + """
+local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or 0)
+local held = tonumber(redis.call('GET', KEYS[2]) or 0) - old
+if tonumber(ARGV[3]) > 0 and held + tonumber(ARGV[2]) > tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('INCRBY', KEYS[2], tonumber(ARGV[2]) - old)
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), ARGV[1])
+return 1
+"""
+)
+
+# KEYS: OWNED. ARGV: key, ttl ms.
+_COMMIT = _NOW + "return redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])"
+
+# KEYS: SIZES, HELD, OWNED. ARGV: keys to forget; with ARGV[1] == 'delete' also delete them.
+_FORGET = """
+local n = 0
+local delete = ARGV[1] == 'delete'
+for i = 2, #ARGV do
+  local k = ARGV[i]
+  if redis.call('ZSCORE', KEYS[3], k) then
+    local old = redis.call('HGET', KEYS[1], k)
+    if old then
+      redis.call('HDEL', KEYS[1], k)
+      redis.call('DECRBY', KEYS[2], old)
+    end
+    redis.call('ZREM', KEYS[3], k)
+    if delete then n = n + redis.call('DEL', k) else n = n + 1 end
+  end
+end
+return n
+"""
+
+# KEYS: SIZES, HELD, OWNED. ARGV: batch size, in-flight prefix, reservation ms.
+_PRUNE = (
+    _NOW
+    + """
+local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local dropped = 0
+for _, k in ipairs(due) do
+  local left = redis.call('PTTL', k)
+  if left > 0 then
+    redis.call('ZADD', KEYS[3], now + left, k)
+  elseif left == -2 and redis.call('EXISTS', ARGV[2] .. k) == 1 then
+    redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), k)
+  else
+    local old = redis.call('HGET', KEYS[1], k)
+    if old then
+      redis.call('HDEL', KEYS[1], k)
+      redis.call('DECRBY', KEYS[2], old)
+    end
+    redis.call('ZREM', KEYS[3], k)
+    dropped = dropped + 1
+  end
+end
+return dropped
+"""
+)
+
+
+class Ledger:
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._reserve = client.register_script(_RESERVE)
+        self._commit = client.register_script(_COMMIT)
+        self._forget = client.register_script(_FORGET)
+        self._prune = client.register_script(_PRUNE)
+
+    def reserve(self, key: str, size: int, *, limit: int | None) -> bool:
+        """Count `size` bytes for `key` unless that would pass `limit`; False if it would."""
+        return bool(self._reserve(keys=[SIZES, HELD, OWNED], args=[key, size, limit or 0, RESERVATION_MS]))
+
+    def commit(self, key: str, ttl: int) -> None:
+        """`key` is now in Redis, written by this service, until its TTL ends."""
+        self._commit(keys=[OWNED], args=[key, ttl * 1000])
+
+    def cancel(self, key: str) -> None:
+        """Drop a reservation whose copy did not write the key."""
+        self._forget(keys=[SIZES, HELD, OWNED], args=["keep", key])
+
+    def evict(self, keys: Iterable[str]) -> int:
+        """Delete the given keys if, and only if, this service wrote them; return how many went."""
+        deleted = 0
+        it = iter(keys)
+        while batch := list(itertools.islice(it, 1000)):
+            deleted += int(self._forget(keys=[SIZES, HELD, OWNED], args=["delete", *batch]))
+        return deleted
+
+    def prune(self, batch: int = 2000) -> int:
+        """Forget keys whose expiry passed and that are gone; return how many were dropped."""
+        return int(self._prune(keys=[SIZES, HELD, OWNED], args=[batch, INFLIGHT, RESERVATION_MS]))
+
+    def owned(self) -> set[str]:
+        return {k.decode() if isinstance(k, bytes) else str(k) for k in self.client.zrange(OWNED, 0, -1)}
+
+    def held_bytes(self) -> int:
+        return int(self.client.get(HELD) or 0)
+
+
+def redis_full(client: redis.Redis, needed: int) -> bool:
+    """True when writing `needed` more bytes would take Redis near its maxmemory (and so evict)."""
+    info: dict[str, Any] = client.info("memory")
+    maxmemory = int(info.get("maxmemory") or 0)
+    return bool(maxmemory) and int(info["used_memory"]) + needed > maxmemory * FILL_RATIO
