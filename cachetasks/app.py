@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
 
 from . import resources
 from .settings import Settings
@@ -20,6 +20,14 @@ def settings() -> Settings:
 @worker_process_init.connect
 def _fresh_resources_after_fork(**_: object) -> None:
     resources.reset()
+
+
+@worker_ready.connect
+def _serve_metrics(**_: object) -> None:
+    if settings().metrics_port:
+        from . import metrics  # prometheus_client only where it is served
+
+        metrics.serve(settings())
 
 
 @worker_process_shutdown.connect

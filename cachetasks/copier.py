@@ -36,8 +36,10 @@ class _Skip(Exception):
         self.outcome, self.reason = outcome, reason
 
 
-def copy_file(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, *, owner: str) -> Outcome:
+def copy_file(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, *, owner: str) -> tuple[Outcome, int]:
     """Copy `ref` unless it is cached, claimed by someone else, or remembered as not cacheable.
+
+    Returns the outcome and the bytes written.
 
     Permanent failures are remembered for CACHETASKS_NEGATIVE_TTL and release the claim.
     StorageUnavailable and Redis connection errors propagate with the claim still held:
@@ -46,10 +48,10 @@ def copy_file(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, 
     problem = address_problem(ref.bucket, ref.location)
     if problem:
         log.warning("refused %.200r / %.200r: %s", ref.bucket, ref.location, problem)
-        return Outcome.INVALID
+        return Outcome.INVALID, 0
     state = cache.begin(ref, owner, inflight_ttl=settings.inflight_ttl)
     if state != "go":
-        return {"cached": Outcome.ALREADY_CACHED, "skipped": Outcome.SKIPPED}.get(state, Outcome.BUSY)
+        return {"cached": Outcome.ALREADY_CACHED, "skipped": Outcome.SKIPPED}.get(state, Outcome.BUSY), 0
     try:
         outcome, size = _copy(cache, storage, ref, settings, owner)
     except (StorageUnavailable, redis.ConnectionError, redis.TimeoutError):
@@ -66,7 +68,7 @@ def copy_file(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, 
     cache.release(ref, owner)
     if outcome is Outcome.CACHED:
         log.info("cached %s (%d bytes)", ref.key, size)
-    return outcome
+    return outcome, size
 
 
 def _copy(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, owner: str) -> tuple[Outcome, int]:

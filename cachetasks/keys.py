@@ -15,6 +15,8 @@ SIZES = PREFIX + "sizes"  # hash: cache key -> bytes, for keys in OWNED and rese
 HELD = PREFIX + "held-bytes"  # the sum of SIZES: what the cache holds (or is about to)
 COLLECT_LOCK = PREFIX + "collect-lock"
 LAST_COLLECT = PREFIX + "last-collect"  # unix time of the last finished collect
+LAST_REPORT = PREFIX + "last-report"  # hash: the last collect's counts
+METRICS = PREFIX + "metrics"  # hash: counters and histogram buckets for Prometheus
 
 
 def inflight_key(key: str) -> str:

@@ -47,10 +47,10 @@ class Resources:
             self.redis.close()
 
 
-def make_redis(settings: Settings) -> redis.Redis:
+def make_redis(settings: Settings, *, url: str | None = None) -> redis.Redis:
     """A binary-safe client with timeouts, so an outage fails calls instead of hanging them."""
     return redis.Redis.from_url(
-        settings.redis_url,
+        url or settings.redis_url,
         socket_timeout=max(settings.redis_timeout, 1.0),
         socket_connect_timeout=settings.redis_timeout,
         health_check_interval=30,

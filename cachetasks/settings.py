@@ -43,6 +43,8 @@ class Settings:
     max_retries: int = 8
     max_cache_bytes: int = 0  # 0: no limit of our own (Redis's maxmemory still applies)
     evict_on_done: bool = False
+    metrics_port: int = 0  # 0: no metrics endpoint in this process
+    metrics_host: str = "127.0.0.1"
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -88,6 +90,8 @@ class Settings:
             max_retries=p.integer("CACHETASKS_MAX_RETRIES", cls.max_retries, minimum=0),
             max_cache_bytes=p.integer("CACHETASKS_MAX_CACHE_BYTES", cls.max_cache_bytes, minimum=0),
             evict_on_done=p.boolean("CACHETASKS_EVICT_ON_DONE", cls.evict_on_done),
+            metrics_port=p.integer("CACHETASKS_METRICS_PORT", cls.metrics_port, minimum=0, maximum=65535),
+            metrics_host=p.text("CACHETASKS_METRICS_HOST", cls.metrics_host),
         )
         if settings.storage == "s3" and not (settings.s3_endpoint_url or settings.s3_region):
             raise ConfigError(

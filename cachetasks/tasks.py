@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,7 +12,7 @@ import redis
 from celery import Task
 from celery.utils.time import get_exponential_backoff_interval
 
-from . import collector, copier, resources
+from . import collector, copier, metrics, resources
 from .app import app, settings
 from .errors import CatalogError, StorageUnavailable
 from .ref import FileRef
@@ -27,7 +28,10 @@ def collect() -> dict[str, float] | None:
     s = settings()
     res = resources.get(s)
     report = collector.collect(res.engine, res.cache, s, enqueue=enqueue_copies)
-    return report.as_dict() if report else None
+    if report is None:
+        return None
+    metrics.record_collect(res.redis, report.as_dict())
+    return report.as_dict()
 
 
 @app.task(name="cachetasks.cache_file", bind=True, throws=TRANSIENT)
@@ -36,9 +40,11 @@ def cache_file(self: Task[Any, Any], bucket: str, location: str) -> str:
     s = settings()
     res = resources.get(s)
     ref, owner = FileRef(bucket, location), self.request.id or "manual"
+    started = time.perf_counter()
     try:
-        return copier.copy_file(res.cache, res.storage, ref, s, owner=owner).value
+        outcome, size = copier.copy_file(res.cache, res.storage, ref, s, owner=owner)
     except TRANSIENT as exc:
+        metrics.record_copy(res.redis, f"error:{type(exc).__name__}", 0, 0)
         if self.request.retries >= s.max_retries:
             with contextlib.suppress(redis.RedisError):  # if Redis is down, the claim expires by itself
                 res.cache.release(ref, owner)
@@ -47,6 +53,8 @@ def cache_file(self: Task[Any, Any], bucket: str, location: str) -> str:
         with contextlib.suppress(redis.RedisError):
             res.cache.hold(ref, owner, delay + s.inflight_ttl)  # keep the claim over the wait
         raise self.retry(exc=exc, countdown=delay, max_retries=s.max_retries) from None
+    metrics.record_copy(res.redis, outcome.value, size, time.perf_counter() - started)
+    return outcome.value
 
 
 def enqueue_copies(refs: Sequence[FileRef]) -> None:

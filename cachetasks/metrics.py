@@ -1,0 +1,143 @@
+"""Prometheus metrics, kept in Redis so that one endpoint speaks for every worker on every machine.
+
+Workers add to counters and histogram buckets in one hash (one pipelined round trip per
+event); the exporter turns that hash, the broker's queue lengths and the last collect's
+report into Prometheus metrics at scrape time. Serve it with `python -m cachetasks metrics`
+or by setting CACHETASKS_METRICS_PORT on a worker.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import redis
+from prometheus_client import start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from .keys import HELD, LAST_COLLECT, LAST_REPORT, METRICS
+from .resources import make_redis
+from .settings import COLLECT_QUEUE, FILES_QUEUE, Settings
+
+log = logging.getLogger(__name__)
+
+COLLECT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+COPY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+def _observe(pipe: Any, name: str, buckets: tuple[float, ...], seconds: float) -> None:
+    index = bisect.bisect_left(buckets, seconds)
+    pipe.hincrby(METRICS, f"{name}:bucket:{buckets[index] if index < len(buckets) else '+Inf'}", 1)
+    pipe.hincrbyfloat(METRICS, f"{name}:sum", seconds)
+
+
+def record_collect(client: redis.Redis, report: Mapping[str, float]) -> None:
+    """Count a finished collect: hits (already cached), misses (enqueued) and its duration."""
+    with contextlib.suppress(redis.RedisError), client.pipeline(transaction=False) as pipe:
+        pipe.hincrby(METRICS, "collects", 1)
+        pipe.hincrby(METRICS, "hits", int(report["cached"]))
+        pipe.hincrby(METRICS, "misses", int(report["enqueued"]))
+        _observe(pipe, "collect_seconds", COLLECT_BUCKETS, float(report["seconds"]))
+        pipe.hset(LAST_REPORT, mapping={k: str(v) for k, v in report.items()})
+        pipe.execute()
+
+
+def record_copy(client: redis.Redis, outcome: str, size: int, seconds: float) -> None:
+    """Count one copy's outcome (cached, missing, too-large, storage error kind, ...)."""
+    with contextlib.suppress(redis.RedisError), client.pipeline(transaction=False) as pipe:
+        pipe.hincrby(METRICS, f"outcome:{outcome}", 1)
+        if outcome == "cached":
+            pipe.hincrby(METRICS, "bytes_cached", size)
+            _observe(pipe, "copy_seconds", COPY_BUCKETS, seconds)
+        pipe.execute()
+
+
+class RedisCollector(Collector):
+    """Reads the shared counters at scrape time."""
+
+    def __init__(self, cache: redis.Redis, broker: redis.Redis) -> None:
+        self.cache = cache
+        self.broker = broker
+
+    def collect(self) -> Iterator[Any]:
+        try:
+            with self.cache.pipeline(transaction=False) as pipe:
+                pipe.hgetall(METRICS)
+                pipe.hgetall(LAST_REPORT)
+                pipe.get(HELD)
+                pipe.get(LAST_COLLECT)
+                raw, report_raw, held, last = pipe.execute()
+            queues = {q: int(self.broker.llen(q)) for q in (COLLECT_QUEUE, FILES_QUEUE)}
+        except redis.RedisError as exc:
+            log.warning("metrics unavailable: %s", type(exc).__name__)
+            up = GaugeMetricFamily("cachetasks_up", "1 when the exporter can read Redis")
+            up.add_metric([], 0)
+            yield up
+            return
+        m = {_text(k): float(v) for k, v in raw.items()}
+        report = {_text(k): float(v) for k, v in report_raw.items()}
+        up = GaugeMetricFamily("cachetasks_up", "1 when the exporter can read Redis")
+        up.add_metric([], 1)
+        yield up
+        outcomes = CounterMetricFamily(
+            "cachetasks_copies",
+            "cache_file outcomes: cached, missing, too-large, storage errors...",
+            labels=["outcome"],
+        )
+        for name, value in sorted(m.items()):
+            if name.startswith("outcome:"):
+                outcomes.add_metric([name.split(":", 1)[1]], value)
+        yield outcomes
+        yield CounterMetricFamily("cachetasks_files_cached", "files written to the cache", m.get("outcome:cached", 0))
+        yield CounterMetricFamily("cachetasks_bytes_cached", "bytes written to the cache", m.get("bytes_cached", 0))
+        yield CounterMetricFamily("cachetasks_collects", "collect cycles run", m.get("collects", 0))
+        yield CounterMetricFamily("cachetasks_collect_hits", "ongoing files found already cached", m.get("hits", 0))
+        yield CounterMetricFamily("cachetasks_collect_misses", "ongoing files enqueued for a copy", m.get("misses", 0))
+        yield _histogram("cachetasks_collect_duration_seconds", "collect duration", m, "collect_seconds")
+        yield _histogram("cachetasks_copy_duration_seconds", "copy duration of cached files", m, "copy_seconds")
+        gauges = {
+            "cachetasks_ongoing_files": ("ongoing files at the last collect", report.get("ongoing", 0)),
+            "cachetasks_in_flight_files": ("files being copied at the last collect", report.get("in_flight", 0)),
+            "cachetasks_skipped_files": ("files remembered as not cacheable", report.get("skipped", 0)),
+            "cachetasks_held_bytes": ("bytes the cache holds", float(held or 0)),
+            "cachetasks_last_collect_timestamp_seconds": ("unix time of the last collect", float(last or 0)),
+        }
+        for name, (doc, value) in gauges.items():
+            yield GaugeMetricFamily(name, doc, value)
+        depth = GaugeMetricFamily("cachetasks_queue_depth", "messages waiting in a broker queue", labels=["queue"])
+        for queue, length in queues.items():
+            depth.add_metric([queue], length)
+        yield depth
+
+
+def _histogram(name: str, doc: str, m: Mapping[str, float], key: str) -> HistogramMetricFamily:
+    bounds = COLLECT_BUCKETS if key == "collect_seconds" else COPY_BUCKETS
+    cumulative, buckets = 0.0, []
+    for bound in [*bounds, "+Inf"]:
+        cumulative += m.get(f"{key}:bucket:{bound}", 0)
+        buckets.append((str(bound), cumulative))
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=m.get(f"{key}:sum", 0))
+
+
+def registry(cache: redis.Redis, broker: redis.Redis) -> CollectorRegistry:
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(RedisCollector(cache, broker))
+    return reg
+
+
+def serve(settings: Settings) -> tuple[Any, Any]:
+    """Serve /metrics on CACHETASKS_METRICS_HOST:CACHETASKS_METRICS_PORT from a background thread."""
+    cache, broker = make_redis(settings), make_redis(settings, url=settings.broker_url)
+    server, thread = start_http_server(
+        settings.metrics_port, addr=settings.metrics_host, registry=registry(cache, broker)
+    )
+    log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
+    return server, thread
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
