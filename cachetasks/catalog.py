@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -46,18 +47,19 @@ def make_engine(url: str, *, connect_timeout: float) -> sa.Engine:
     )
 
 
-def ongoing_query(since_ms: int) -> sa.Select[tuple[str, str]]:
+def ongoing_query(since_ms: int, *, first_seen: bool = False) -> sa.Select[Any]:
     """RAGFlow's ongoing documents, addressed by its real storage rule.
 
     A linked file-manager file (a file2document row whose file has source_type '' or
     NULL) lives at (file.parent_id, file.location); everything else, knowledge-base
-    uploads included, at (document.kb_id, document.location).
+    uploads included, at (document.kb_id, document.location). With `first_seen`, each
+    address also carries the creation time (ms) of its oldest ongoing task.
     """
     t, d, f, f2d = schema.task, schema.document, schema.file, schema.file2document
     from_file = sa.and_(f.c.id.is_not(None), sa.func.coalesce(f.c.source_type, "") == "")
     bucket = sa.case((from_file, f.c.parent_id), else_=d.c.kb_id)
     location = sa.case((from_file, f.c.location), else_=d.c.location)
-    return (
+    query = (
         sa.select(bucket.label("bucket"), location.label("location"))
         .select_from(t)
         .join(d, t.c.doc_id == d.c.id)
@@ -70,13 +72,24 @@ def ongoing_query(since_ms: int) -> sa.Select[tuple[str, str]]:
             t.c.progress < 1,
             t.c.create_time >= since_ms,
         )
-        .distinct()
     )
+    if first_seen:
+        return query.add_columns(sa.func.min(t.c.create_time).label("first_seen")).group_by(bucket, location)
+    return query.distinct()
 
 
 def custom_query(sql: str) -> sa.TextClause:
     """A user's own query; it may use the bind parameters :since_ms and :now_ms."""
     return sa.text(sql)
+
+
+def first_seen(engine: sa.Engine, *, window_seconds: int, sql: str | None = None) -> dict[FileRef, int | None]:
+    """Ongoing addresses with the creation time (ms) of their oldest task; None for a custom query."""
+    if sql is not None:
+        return dict.fromkeys(ongoing(engine, window_seconds=window_seconds, sql=sql))
+    since_ms = int(time.time() * 1000) - window_seconds * 1000
+    rows = _run(engine, ongoing_query(since_ms, first_seen=True), {}, width=3)
+    return {FileRef(str(b), str(loc)): int(ms) for b, loc, ms in rows if _usable(b, loc)}
 
 
 def ongoing(
@@ -97,28 +110,35 @@ def ongoing(
         text = custom_query(sql)
         statement = text
         params = {name: value for name, value in params.items() if name in text.compile().params}
+    return _refs(_run(engine, statement, params, width=2))
+
+
+def _run(engine: sa.Engine, statement: sa.Executable, params: dict[str, int], *, width: int) -> list[Any]:
     try:
         with engine.connect() as conn:
             result = conn.execute(statement, params)
-            width = len(result.keys())
-            if width != 2:
-                raise CatalogError(f"CACHETASKS_ONGOING_SQL must return 2 columns (bucket, location), not {width}")
-            rows = result.all()
+            columns = len(result.keys())
+            if columns != width:
+                raise CatalogError(f"CACHETASKS_ONGOING_SQL must return 2 columns (bucket, location), not {columns}")
+            return list(result.all())
     except sa.exc.SQLAlchemyError as exc:
         # The driver's message can be long and repeat the statement; its first line says enough.
         first = str(exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc).strip().splitlines()[:1]
         raise CatalogError(f"ongoing query failed: {type(exc).__name__}: {''.join(first)}") from exc
-    return _refs(rows)
+
+
+def _usable(bucket: object, location: object) -> bool:
+    return bool(bucket) and bool(location) and bool(str(location).strip())
 
 
 def _refs(rows: Iterable[Sequence[object]]) -> set[FileRef]:
     refs: set[FileRef] = set()
-    empty = 0
+    unusable = 0
     for bucket, location in rows:
-        if not bucket or not location or not str(location).strip():
-            empty += 1
-            continue
-        refs.add(FileRef(str(bucket), str(location)))
-    if empty:
-        log.debug("skipped %d ongoing rows without a bucket or location", empty)
+        if _usable(bucket, location):
+            refs.add(FileRef(str(bucket), str(location)))
+        else:
+            unusable += 1
+    if unusable:
+        log.debug("skipped %d ongoing rows without a bucket or location", unusable)
     return refs

@@ -1,15 +1,21 @@
-"""Operator commands: `python -m cachetasks COMMAND`."""
+"""Operator commands for cachetasks.
+
+Exit codes: 0 success, 1 a dependency or operation failed, 2 bad usage or configuration.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import sys
+import time
 from collections.abc import Sequence
 
-from . import catalog, demo, schema
-from .errors import CachetasksError
+from . import demo, health, schema, status, warm
+from .errors import CachetasksError, ConfigError
+from .resources import Resources, make_redis
 from .settings import Settings
 
 log = logging.getLogger("cachetasks")
@@ -22,37 +28,89 @@ def _settings() -> Settings:
 
 
 def cmd_initdb(args: argparse.Namespace) -> int:
-    s = _settings()
-    engine = catalog.make_engine(s.sqlalchemy_url, connect_timeout=s.db_connect_timeout)
-    created = schema.create_missing(engine)
+    created = schema.create_missing(Resources(_settings()).engine)
     print(f"created tables: {', '.join(created)}" if created else "all tables already exist")
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     s = _settings()
-    engine = catalog.make_engine(s.sqlalchemy_url, connect_timeout=s.db_connect_timeout)
-    put = demo.writer(s)
+    engine, put = Resources(s).engine, demo.writer(s)
     if args.every:
         print(f"demo: keeping {args.documents} documents ongoing, a new one every {args.every:g}s (Ctrl-C stops)")
         with contextlib.suppress(KeyboardInterrupt):
             demo.follow(engine, put, every=args.every, keep=args.documents, stop=lambda: False)
         return 0
     ids = demo.seed(engine, put, documents=args.documents)
-    print(f"demo: {len(ids)} ongoing documents in {s.sqlalchemy_url.split('://')[0]} database, files in {s.storage}")
+    print(f"demo: {len(ids)} ongoing documents in the {engine.dialect.name} database, files in {s.storage} storage")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    s = _settings()
+    res = Resources(s)
+    broker = make_redis(s, url=s.broker_url)
+    try:
+        report = status.gather(res.engine, res.redis, broker, s)
+    finally:
+        broker.close()
+        res.close()
+    print(json.dumps(report.as_dict(), indent=2) if args.json else status.render(report))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    checks = health.check_all(_settings())
+    if args.json:
+        print(json.dumps([c.__dict__ for c in checks], indent=2))
+    else:
+        for c in checks:
+            print(f"{c.name:<9} {'OK    ' if c.ok else 'FAILED'} {c.detail}")
+    return 0 if all(c.ok for c in checks) else 1
+
+
+def cmd_warm(args: argparse.Namespace) -> int:
+    s = _settings()
+    res = Resources(s)
+    show = sys.stderr.isatty() and not args.quiet
+
+    def progress(done: int, total: int) -> None:
+        if show:
+            print(f"\r{warm.bar(done, total)}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+    while True:
+        outcomes = warm.warm_once(res.engine, res.cache, res.storage, s, progress=progress)
+        print(", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items()) if n) or "nothing ongoing")
+        if args.once:
+            return 1 if any(o.startswith("error:") for o in outcomes) else 0
+        time.sleep(s.collect_interval)
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from . import metrics
+
+    s = _settings()
+    s = Settings(**{**s.__dict__, "metrics_port": args.port or s.metrics_port or 9808, "metrics_host": args.host})
+    server, thread = metrics.serve(s)
+    print(f"serving http://{s.metrics_host}:{s.metrics_port}/metrics (Ctrl-C stops)")
+    with contextlib.suppress(KeyboardInterrupt):
+        thread.join()
+    server.shutdown()
     return 0
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m cachetasks", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m cachetasks",
+        description="Operate cachetasks. Settings come from the environment (see the README).",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    initdb = sub.add_parser("initdb", help="create RAGFlow's task tables where they are missing")
-    initdb.set_defaults(func=cmd_initdb)
+    sub.add_parser("initdb", help="create RAGFlow's task tables where they are missing").set_defaults(func=cmd_initdb)
 
     d = sub.add_parser("demo", help="create the tables and a few ongoing documents with their files")
-    d.add_argument("--documents", type=int, default=5, metavar="N", help="how many ongoing documents (5)")
+    d.add_argument("--documents", type=int, default=5, metavar="N", help="how many ongoing documents (default 5)")
     d.add_argument(
         "--every",
         type=float,
@@ -61,14 +119,37 @@ def parser() -> argparse.ArgumentParser:
         help="keep running: start a new document and finish the oldest every SECONDS",
     )
     d.set_defaults(func=cmd_demo)
+
+    st = sub.add_parser("status", help="ongoing, cached, in-flight and skipped files; queues; beat")
+    st.add_argument("--json", action="store_true", help="print JSON for scripts")
+    st.set_defaults(func=cmd_status)
+
+    c = sub.add_parser("check", help="connect to broker, cache, database and storage; exit 1 if any fails")
+    c.add_argument("--json", action="store_true", help="print JSON for scripts")
+    c.set_defaults(func=cmd_check)
+
+    w = sub.add_parser("warm", help="collect and copy in this process, without a broker or workers")
+    w.add_argument("--once", action="store_true", help="run one cycle and exit (1 if a copy failed)")
+    w.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    w.set_defaults(func=cmd_warm)
+
+    m = sub.add_parser("metrics", help="serve the Prometheus metrics endpoint")
+    m.add_argument("--port", type=int, default=0, help="port (default CACHETASKS_METRICS_PORT, else 9808)")
+    m.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    m.set_defaults(func=cmd_metrics)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"cachetasks: configuration error: {exc}", file=sys.stderr)
+        return 2
     except CachetasksError as exc:
         print(f"cachetasks: {exc}", file=sys.stderr)
         return 1

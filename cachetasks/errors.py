@@ -29,7 +29,7 @@ class StorageError(CachetasksError):
     """Reading a file from storage failed."""
 
     def __init__(self, bucket: str, location: str, reason: str) -> None:
-        super().__init__(f"{bucket}/{location}: {reason}")
+        super().__init__(f"{bucket}/{location}: {reason}" if bucket or location else reason)
         self.bucket = bucket
         self.location = location
         self.reason = reason

@@ -1,0 +1,72 @@
+"""Can the service reach everything it is configured to use? `python -m cachetasks check`."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from kombu.utils.url import maybe_sanitize_url
+
+from . import catalog, schema, storage
+from .errors import CachetasksError
+from .resources import make_redis
+from .settings import Settings
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def check_all(settings: Settings) -> list[Check]:
+    probes: list[tuple[str, Callable[[], str]]] = [
+        ("broker", lambda: _redis(settings, settings.broker_url, cache=False)),
+        ("cache", lambda: _redis(settings, settings.redis_url, cache=True)),
+        ("database", lambda: _database(settings)),
+        ("storage", lambda: storage.from_settings(settings).check()),
+    ]
+    return [_run(name, probe) for name, probe in probes]
+
+
+def _run(name: str, probe: Callable[[], str]) -> Check:
+    try:
+        return Check(name, True, probe())
+    except CachetasksError as exc:
+        return Check(name, False, str(exc).strip(": ") or type(exc).__name__)
+    except Exception as exc:  # any library's failure is a failed check, with its reason
+        return Check(name, False, f"{type(exc).__name__}: {_first_line(exc)}")
+
+
+def _redis(settings: Settings, url: str, *, cache: bool) -> str:
+    client = make_redis(settings, url=url)
+    try:
+        client.ping()
+        where = str(maybe_sanitize_url(url))
+        if not cache:
+            return f"Redis at {where}"
+        policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "?")
+        note = "" if not str(policy).startswith("allkeys") else " (allkeys-* can evict queued tasks: use volatile-*)"
+        return f"Redis at {where}, maxmemory-policy {policy}{note}"
+    finally:
+        client.close()
+
+
+def _database(settings: Settings) -> str:
+    engine = catalog.make_engine(settings.sqlalchemy_url, connect_timeout=settings.db_connect_timeout)
+    try:
+        if settings.ongoing_sql is None:
+            tables = set(sa.inspect(engine).get_table_names())
+            missing = sorted({t.name for t in schema.metadata.sorted_tables} - tables)
+            if missing:
+                raise CachetasksError(f"missing tables: {', '.join(missing)} (python -m cachetasks initdb)")
+        refs = catalog.ongoing(engine, window_seconds=settings.ongoing_window, sql=settings.ongoing_sql)
+        return f"{engine.url.render_as_string(hide_password=True)}: {len(refs)} ongoing files"
+    finally:
+        engine.dispose()
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:200]
