@@ -1,0 +1,22 @@
+# One image for every cachetasks process; docker-compose.yml picks the command.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    CACHETASKS_DATA_DIR=/app/data
+
+WORKDIR /app
+COPY requirements.txt .
+RUN pip install -r requirements.txt
+
+# The code belongs to root and is read-only for the service; only the data directory
+# (beat's schedule file, the SQLite default) is writable.
+RUN useradd --system --uid 10001 --user-group --home-dir /app --no-create-home app \
+    && mkdir /app/data \
+    && chown app:app /app/data
+COPY . .
+
+USER app
+CMD ["celery", "-A", "cachetasks", "worker", "-Q", "cachetasks.files", "-n", "files@%h", "-l", "INFO", "--without-mingle", "--without-gossip"]
