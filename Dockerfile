@@ -12,7 +12,7 @@ COPY requirements.txt .
 RUN pip install -r requirements.txt
 
 # The code belongs to root and is read-only for the service; only the data directory
-# (beat's schedule file, the SQLite default) is writable.
+# (CACHETASKS_DATA_DIR) is writable.
 RUN useradd --system --uid 10001 --user-group --home-dir /app --no-create-home app \
     && mkdir /app/data \
     && chown app:app /app/data

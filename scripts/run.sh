@@ -8,6 +8,7 @@ scripts/venv.sh requirements.txt
 scripts/ensure-services.sh redis
 
 export CACHETASKS_DATA_DIR=${CACHETASKS_DATA_DIR:-data}
+mkdir -p "$CACHETASKS_DATA_DIR"
 export PATH="$PWD/.venv/bin:$PATH"  # honcho runs each Procfile line through /bin/sh
 
 python -m cachetasks demo
