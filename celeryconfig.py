@@ -72,7 +72,10 @@ beat_schedule = {
         "options": {"expires": _s.collect_expires, "queue": _COLLECT},
     },
 }
-# Beat's default scheduler keeps its state in the data directory (override with `beat -s`).
-_s.data_dir.mkdir(parents=True, exist_ok=True)
-beat_schedule_filename = str(_s.data_dir / "celerybeat-schedule")
-beat_max_loop_interval = max(1.0, _s.collect_interval)
+# RedBeat keeps the schedule in Redis behind a lock: a second beat (on another machine) waits
+# as a standby and takes over within redbeat_lock_timeout of the active one dying.
+beat_scheduler = "redbeat.RedBeatScheduler"
+redbeat_redis_url = _s.broker_url
+redbeat_key_prefix = "cachetasks:redbeat:"
+redbeat_lock_timeout = 10
+beat_max_loop_interval = 1
