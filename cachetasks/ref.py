@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
+from .keys import PREFIX
+
 MAX_PART_BYTES = 1024
 _PARENT = re.compile(r"(^|[/\\])\.\.($|[/\\])")
 
@@ -45,4 +47,6 @@ def address_problem(bucket: object, location: object) -> str | None:
             return f"{name} has a '..' part"
     if "/" in bucket or "\\" in bucket:
         return "bucket contains a path separator"
+    if bucket.startswith(PREFIX):
+        return f"bucket starts with {PREFIX!r}, the service's own key prefix"
     return None
