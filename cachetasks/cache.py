@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import redis
 
+from .errors import CacheWriteLost
 from .keys import COLLECT_LOCK, HELD, LAST_COLLECT, OWNED, PREFIX, SIZES, SKIP, TMP, inflight_key, skip_key
 from .ledger import Ledger
 from .ref import FileRef
@@ -89,8 +90,13 @@ if tonumber(ARGV[2]) == 0 then return redis.call('DEL', KEYS[1]) end
 return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 """
 
-# KEYS: temporary key, cache key. ARGV: ttl seconds. Never replaces a value already there.
+# KEYS: temporary key, cache key. ARGV: ttl seconds, expected length.
+# Never replaces a value already there, and never publishes a value that lost a part.
 _PUBLISH = """
+if redis.call('STRLEN', KEYS[1]) ~= tonumber(ARGV[2]) then
+  redis.call('DEL', KEYS[1])
+  return -1
+end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('DEL', KEYS[1])
   return 0
@@ -193,16 +199,20 @@ class Cache:
             self.client.set(tmp, first, ex=tmp_ttl)
             total = len(first)
             for chunk in itertools.chain((second,), chunks):
-                self.client.append(tmp, chunk)
                 total += len(chunk)
+                # A temporary key that expired or was evicted comes back from APPEND shorter.
+                if self.client.append(tmp, chunk) != total:
+                    raise CacheWriteLost(f"{key}: the partial value vanished while streaming")
                 if time.monotonic() - beat >= heartbeat_every:
                     beat = time.monotonic()
                     self.client.expire(tmp, tmp_ttl)
                     heartbeat()
-            published = self._publish(keys=[tmp, key], args=[ttl])
+            published = self._publish(keys=[tmp, key], args=[ttl, total])
         except BaseException:
             _quietly(lambda: self.client.delete(tmp))
             raise
+        if published == -1:
+            raise CacheWriteLost(f"{key}: the partial value vanished before it was published")
         return total if published else None
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from . import schema
 from .errors import CatalogError, ConfigError
@@ -17,24 +17,44 @@ from .ref import FileRef
 log = logging.getLogger(__name__)
 
 
-def make_engine(url: str, *, connect_timeout: float) -> sa.Engine:
-    """An engine for `url` that fails fast when the database is unreachable.
+# The drivers the service ships, for URLs that name none (RAGFlow runs on MySQL or PostgreSQL).
+DRIVERS = {"postgresql": "psycopg2", "mysql": "pymysql", "mariadb": "pymysql", "sqlite": "pysqlite"}
 
-    SQLAlchemy 2.1 maps a bare `postgresql://` to psycopg 3; the service ships psycopg2,
-    so a URL that names no driver gets psycopg2.
+
+def database_url(url: str) -> URL:
+    """Parse `url` and give it a driver the service ships; ConfigError (without the URL) otherwise.
+
+    SQLAlchemy 2.1 maps a bare `postgresql://` to psycopg 3, which is not installed; the
+    common `postgres://` spelling is not a SQLAlchemy dialect at all.
     """
     try:
-        parsed = make_url(url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url)
+        parsed = make_url(url)
     except sa.exc.ArgumentError:
         raise ConfigError("CACHETASKS_DATABASE_URL is not a valid database URL") from None
+    backend, _, driver = parsed.drivername.partition("+")
+    backend = "postgresql" if backend == "postgres" else backend
+    if backend not in DRIVERS:
+        raise ConfigError(f"CACHETASKS_DATABASE_URL: unsupported database {backend!r} (postgresql, mysql, sqlite)")
+    parsed = parsed.set(drivername=f"{backend}+{driver or DRIVERS[backend]}")
+    try:
+        parsed.get_dialect().import_dbapi()
+    except (ImportError, sa.exc.NoSuchModuleError):
+        raise ConfigError(f"CACHETASKS_DATABASE_URL: the driver {parsed.drivername!r} is not installed") from None
+    return parsed
+
+
+def make_engine(url: str, *, connect_timeout: float) -> sa.Engine:
+    """An engine for `url` that fails fast when the database is unreachable and bounds every query."""
+    parsed = database_url(url)
+    statement_ms = int(connect_timeout * 6000)
     connect_args: dict[str, object] = {}
-    if parsed.drivername == "postgresql":
-        parsed = parsed.set(drivername="postgresql+psycopg2")
-    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() == "psycopg2":
+    if parsed.drivername == "postgresql+psycopg2":
         connect_args["connect_timeout"] = max(1, round(connect_timeout))
-        # Ask the server to drop connections whose client vanished, and bound every query.
-        connect_args["keepalives_idle"] = 30
-        connect_args["options"] = f"-c statement_timeout={int(connect_timeout * 6000)}"
+        connect_args["keepalives_idle"] = 30  # notice a server that vanished
+        connect_args["options"] = f"-c statement_timeout={statement_ms}"
+    elif parsed.drivername.endswith("+pymysql"):
+        connect_args["connect_timeout"] = max(1, round(connect_timeout))
+        connect_args["read_timeout"] = max(1, statement_ms // 1000)
     elif parsed.get_backend_name() == "sqlite":
         connect_args["timeout"] = connect_timeout
     return sa.create_engine(

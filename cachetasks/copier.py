@@ -9,13 +9,16 @@ from collections.abc import Iterator
 import redis
 
 from .cache import Cache
-from .errors import FileMissing, FileTooLarge, InvalidAddress, StorageUnavailable
+from .errors import CacheWriteLost, FileMissing, FileTooLarge, InvalidAddress, StorageUnavailable
 from .ledger import redis_full
 from .ref import FileRef, address_problem
 from .settings import Settings
 from .storage import Blob, Storage
 
 log = logging.getLogger(__name__)
+
+# Failures that may pass: the claim is kept and the copy retried.
+TRANSIENT = (StorageUnavailable, CacheWriteLost, redis.ConnectionError, redis.TimeoutError)
 
 
 class Outcome(enum.StrEnum):
@@ -42,7 +45,7 @@ def copy_file(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, 
     Returns the outcome and the bytes written.
 
     Permanent failures are remembered for CACHETASKS_NEGATIVE_TTL and release the claim.
-    StorageUnavailable and Redis connection errors propagate with the claim still held:
+    TRANSIENT errors propagate with the claim still held:
     the caller retries, then calls `cache.release` when it gives up.
     """
     problem = address_problem(ref.bucket, ref.location)
@@ -54,7 +57,7 @@ def copy_file(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, 
         return {"cached": Outcome.ALREADY_CACHED, "skipped": Outcome.SKIPPED}.get(state, Outcome.BUSY), 0
     try:
         outcome, size = _copy(cache, storage, ref, settings, owner)
-    except (StorageUnavailable, redis.ConnectionError, redis.TimeoutError):
+    except TRANSIENT:
         raise
     except _Skip as skip:
         outcome, size = skip.outcome, 0

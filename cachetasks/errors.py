@@ -3,6 +3,7 @@
 CachetasksError
 ├── ConfigError          a setting is missing or invalid (the process stops at start)
 ├── CatalogError         the ongoing query failed or returned rows of the wrong shape
+├── CacheWriteLost       transient: a value being streamed into Redis vanished before it was complete
 └── StorageError
     ├── FileMissing          permanent: no such object or bucket; never retried
     ├── InvalidAddress       permanent: a bucket or location that cannot be read safely
@@ -23,6 +24,10 @@ class ConfigError(CachetasksError):
 
 class CatalogError(CachetasksError):
     """The task database could not answer which files are ongoing."""
+
+
+class CacheWriteLost(CachetasksError):
+    """The partial value of a streamed write expired or was evicted; nothing was published."""
 
 
 class StorageError(CachetasksError):

@@ -9,6 +9,7 @@ from .keys import PREFIX
 
 MAX_PART_BYTES = 1024
 _PARENT = re.compile(r"(^|[/\\])\.\.($|[/\\])")
+_HOLLOW = re.compile(r"//|/$|(^|/)\.(/|$)")
 
 
 class FileRef(NamedTuple):
@@ -45,6 +46,9 @@ def address_problem(bucket: object, location: object) -> str | None:
             return f"{name} is absolute"
         if _PARENT.search(part):
             return f"{name} has a '..' part"
+        if _HOLLOW.search(part):
+            # Folders read `a//b`, `./a` and `a/` as other names; object stores do not.
+            return f"{name} has an empty or '.' part"
     if "/" in bucket or "\\" in bucket:
         return "bucket contains a path separator"
     if bucket.startswith(PREFIX):

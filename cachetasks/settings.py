@@ -174,10 +174,10 @@ class _Reader:
         raw = self.optional(name)
         if raw is None:
             return ""
-        scheme = _check_url(name, raw, None)
-        dialect = scheme.split("+", 1)[0]
-        if dialect not in ("postgresql", "postgres", "sqlite", "mysql", "mariadb"):
-            raise ConfigError(f"{name} has an unsupported database scheme {scheme!r}")
+        _check_url(name, raw, None)
+        from .catalog import database_url  # SQLAlchemy knows which URLs it can use
+
+        database_url(raw)
         return raw
 
 

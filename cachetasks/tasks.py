@@ -14,11 +14,11 @@ from celery.utils.time import get_exponential_backoff_interval
 
 from . import collector, copier, metrics, resources
 from .app import app, settings
-from .errors import CatalogError, StorageUnavailable
+from .copier import TRANSIENT
+from .errors import CatalogError
 from .ref import FileRef
 
 log = logging.getLogger(__name__)
-TRANSIENT = (StorageUnavailable, redis.ConnectionError, redis.TimeoutError)
 BACKOFF_FACTOR, BACKOFF_MAX = 1, 20
 
 

@@ -7,12 +7,10 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-import redis
 import sqlalchemy as sa
 
 from . import collector, copier
 from .cache import Cache
-from .errors import StorageUnavailable
 from .ref import FileRef
 from .settings import Settings
 from .storage import Storage
@@ -30,7 +28,7 @@ def warm_once(
     def copy(ref: FileRef) -> str:
         try:
             return copier.copy_file(cache, storage, ref, settings, owner=owner)[0].value
-        except (StorageUnavailable, redis.ConnectionError, redis.TimeoutError) as exc:
+        except copier.TRANSIENT as exc:
             cache.release(ref, owner)
             return f"error:{type(exc).__name__}"
 
