@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Make the local services answer, starting (or installing, as root) what is missing.
-# Usage: scripts/ensure-services.sh redis [postgres]
+# Usage: scripts/ensure-services.sh redis [postgres] [chromium]
 #   redis     127.0.0.1:6379, answering PING
 #   postgres  127.0.0.1:5432, answering pg_isready
+#   chromium  /usr/bin/chromium, for the browser test of Flower (Debian's package, not Playwright's download)
 set -euo pipefail
 
 [[ $# -gt 0 ]] || set -- redis
@@ -73,10 +74,16 @@ ensure_postgres() {
   wait_for postgres postgres_answers
 }
 
+ensure_chromium() {
+  if [[ -x /usr/bin/chromium ]]; then echo "ensure-services: chromium is installed"; return 0; fi
+  apt_install chromium
+}
+
 for service in "$@"; do
   case "$service" in
     redis) ensure_redis ;;
     postgres) ensure_postgres ;;
+    chromium) ensure_chromium ;;
     *) echo "ensure-services: unknown service $service" >&2; exit 2 ;;
   esac
 done
