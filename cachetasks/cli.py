@@ -13,6 +13,9 @@ import sys
 import time
 from collections.abc import Sequence
 
+import redis
+import sqlalchemy as sa
+
 from . import demo, health, schema, status, warm
 from .errors import CachetasksError, ConfigError
 from .resources import Resources, make_redis
@@ -99,6 +102,12 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str
+) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m cachetasks",
@@ -107,9 +116,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("initdb", help="create RAGFlow's task tables where they are missing").set_defaults(func=cmd_initdb)
+    _command(sub, "initdb", "create RAGFlow's task tables where they are missing").set_defaults(func=cmd_initdb)
 
-    d = sub.add_parser("demo", help="create the tables and a few ongoing documents with their files")
+    d = _command(sub, "demo", "create the tables and a few ongoing documents with their files")
     d.add_argument("--documents", type=int, default=5, metavar="N", help="how many ongoing documents (default 5)")
     d.add_argument(
         "--every",
@@ -120,20 +129,20 @@ def parser() -> argparse.ArgumentParser:
     )
     d.set_defaults(func=cmd_demo)
 
-    st = sub.add_parser("status", help="ongoing, cached, in-flight and skipped files; queues; beat")
+    st = _command(sub, "status", "ongoing, cached, in-flight and skipped files; queues; beat")
     st.add_argument("--json", action="store_true", help="print JSON for scripts")
     st.set_defaults(func=cmd_status)
 
-    c = sub.add_parser("check", help="connect to broker, cache, database and storage; exit 1 if any fails")
+    c = _command(sub, "check", "connect to broker, cache, database and storage; exit 1 if any fails")
     c.add_argument("--json", action="store_true", help="print JSON for scripts")
     c.set_defaults(func=cmd_check)
 
-    w = sub.add_parser("warm", help="collect and copy in this process, without a broker or workers")
+    w = _command(sub, "warm", "collect and copy in this process, without a broker or workers")
     w.add_argument("--once", action="store_true", help="run one cycle and exit (1 if a copy failed)")
     w.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     w.set_defaults(func=cmd_warm)
 
-    m = sub.add_parser("metrics", help="serve the Prometheus metrics endpoint")
+    m = _command(sub, "metrics", "serve the Prometheus metrics endpoint")
     m.add_argument("--port", type=int, default=0, help="port (default CACHETASKS_METRICS_PORT, else 9808)")
     m.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     m.set_defaults(func=cmd_metrics)
@@ -152,5 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except CachetasksError as exc:
         print(f"cachetasks: {exc}", file=sys.stderr)
+        return 1
+    except (redis.RedisError, sa.exc.SQLAlchemyError) as exc:
+        # The first line only: drivers repeat statements and parameters below it.
+        reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [""])[0][:200]
+        print(f"cachetasks: {type(exc).__name__}: {reason}", file=sys.stderr)
         return 1
     return code

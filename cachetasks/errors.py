@@ -34,7 +34,8 @@ class StorageError(CachetasksError):
     """Reading a file from storage failed."""
 
     def __init__(self, bucket: str, location: str, reason: str) -> None:
-        super().__init__(f"{bucket}/{location}: {reason}" if bucket or location else reason)
+        where = f"{bucket}/{location}" if location else bucket
+        super().__init__(f"{where}: {reason}" if where else reason)
         self.bucket = bucket
         self.location = location
         self.reason = reason

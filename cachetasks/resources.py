@@ -26,6 +26,8 @@ class Resources:
 
     @cached_property
     def engine(self) -> sa.Engine:
+        if not self.settings.database_url:  # the embedded SQLite file lives in the data directory
+            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         return catalog.make_engine(self.settings.sqlalchemy_url, connect_timeout=self.settings.db_connect_timeout)
 
     @cached_property

@@ -80,7 +80,10 @@ class S3Storage:
             else:
                 self.client.list_buckets()
         except bce.ClientError as exc:
-            raise _translate(self.bucket or "", "", exc) from None
+            error = _translate(self.bucket or "", "", exc)
+            if isinstance(error, FileMissing):
+                raise FileMissing("", "", f"bucket {self.bucket} does not exist ({error.reason})") from None
+            raise error from None
         except _STREAM_ERRORS as exc:
             raise StorageUnavailable(self.bucket or "", "", f"{type(exc).__name__}: {_first_line(exc)}") from None
         where = self.client.meta.endpoint_url

@@ -164,10 +164,6 @@ def test_flower_behind_basic_auth_shows_a_succeeded_cache_file_with_its_argument
         assert png.stat().st_size > 10_000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Procfile, Procfile.dev and compose run Flower without --tasks-columns: /tasks hides args",
-)
 def test_flower_tasks_page_as_the_procfile_runs_it_shows_each_copy_s_arguments_in_its_row(
     env: dict[str, str], sqlite_engine: sa.Engine, cache: Cache, processes: Start, chromium: str
 ) -> None:
