@@ -96,15 +96,20 @@ def _collect(engine: sa.Engine, cache: Cache, settings: Settings, enqueue: Enque
     return report
 
 
-_warned: set[FileRef] = set()
+# Ongoing files stay ongoing for many cycles: judge each address once, warn about it once.
+_verdicts: dict[FileRef, str | None] = {}
+_VERDICTS_MAX = 500_000
 
 
 def _unusable(ref: FileRef) -> bool:
     """True for an address no backend may read; warned about once per process, not every second."""
-    problem = address_problem(*ref)
-    if problem and ref not in _warned:
-        if len(_warned) > 10_000:
-            _warned.clear()
-        _warned.add(ref)
+    try:
+        return _verdicts[ref] is not None
+    except KeyError:
+        pass
+    if len(_verdicts) >= _VERDICTS_MAX:
+        _verdicts.clear()
+    problem = _verdicts[ref] = address_problem(*ref)
+    if problem:
         log.warning("ignoring ongoing file %.200r / %.200r: %s", ref.bucket, ref.location, problem)
     return problem is not None
