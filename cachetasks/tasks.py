@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -18,7 +17,6 @@ from .copier import TRANSIENT
 from .errors import CatalogError
 from .ref import FileRef
 
-log = logging.getLogger(__name__)
 BACKOFF_FACTOR, BACKOFF_MAX = 1, 20
 
 
