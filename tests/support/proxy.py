@@ -24,12 +24,16 @@ STREAM_BLOCK = 256 * 1024
 
 @dataclass
 class Fault:
-    """What to do to one GET: answer `status`, reset the connection, or stall for `stall` s."""
+    """What to do to one GET: answer `status`, reset the connection, or stall for `stall` s.
+
+    A stall happens once the first `stall_after` bytes of the body are sent (at most one stream block).
+    """
 
     status: int | None = None
     reset: bool = False
     stall: float = 0.0
     key_contains: str = ""
+    stall_after: int = 1
 
 
 class S3Proxy:
@@ -153,10 +157,10 @@ def _handler_for(proxy: S3Proxy) -> type[BaseHTTPRequestHandler]:
             first = True
             while block := response.read(STREAM_BLOCK):
                 if first and fault and fault.stall:
-                    self.wfile.write(block[:1])
+                    self.wfile.write(block[: fault.stall_after])
                     self.wfile.flush()
                     time.sleep(fault.stall)
-                    block = block[1:]
+                    block = block[fault.stall_after :]
                 first = False
                 self.wfile.write(block)
             return None
