@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import redis
 
 from .errors import CacheWriteLost
+from .keeper import ClaimKeeper
 from .keys import COLLECT_LOCK, HELD, LAST_COLLECT, OWNED, PREFIX, SIZES, SKIP, TMP, inflight_key, skip_key
 from .ledger import Ledger
 from .ref import FileRef
@@ -119,6 +120,7 @@ class Cache:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self.ledger = Ledger(client)
+        self._keeper: ClaimKeeper | None = None
         self._claim = client.register_script(_CLAIM)
         self._begin = client.register_script(_BEGIN)
         self._hold = client.register_script(_HOLD)
@@ -160,9 +162,16 @@ class Cache:
         answer = self._begin(keys=keys, args=[owner, inflight_ttl * 1000])
         return answer.decode() if isinstance(answer, bytes) else str(answer)
 
-    def hold(self, ref: FileRef, owner: str, seconds: float) -> bool:
-        """Extend `owner`'s claim; False when it is no longer theirs."""
-        return bool(self._hold(keys=[inflight_key(ref.key)], args=[owner, max(1, int(seconds * 1000))]))
+    def hold(self, ref: FileRef, owner: str, seconds: float, *, client: redis.Redis | None = None) -> bool:
+        """Extend `owner`'s claim; False when it is no longer theirs (queued only, on a pipeline)."""
+        args: list[str | int] = [owner, max(1, int(seconds * 1000))]
+        return bool(self._hold(keys=[inflight_key(ref.key)], args=args, client=client or self.client))
+
+    def keep(self, ref: FileRef, owner: str, ttl: int) -> contextlib.AbstractContextManager[None]:
+        """Keep `owner`'s claim on `ref` alive while the block runs (one renewing thread per process)."""
+        if self._keeper is None:
+            self._keeper = ClaimKeeper(self, ttl)
+        return self._keeper.keep(ref, owner)
 
     def release(self, ref: FileRef, owner: str) -> None:
         self._hold(keys=[inflight_key(ref.key)], args=[owner, 0])

@@ -56,7 +56,8 @@ def copy_file(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, 
     if state != "go":
         return {"cached": Outcome.ALREADY_CACHED, "skipped": Outcome.SKIPPED}.get(state, Outcome.BUSY), 0
     try:
-        outcome, size = _copy(cache, storage, ref, settings, owner)
+        with cache.keep(ref, owner, settings.inflight_ttl):
+            outcome, size = _copy(cache, storage, ref, settings)
     except TRANSIENT:
         raise
     except _Skip as skip:
@@ -74,12 +75,12 @@ def copy_file(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, 
     return outcome, size
 
 
-def _copy(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, owner: str) -> tuple[Outcome, int]:
+def _copy(cache: Cache, storage: Storage, ref: FileRef, settings: Settings) -> tuple[Outcome, int]:
     if redis_full(cache.client, 0):
         raise _Skip(Outcome.REDIS_FULL, "Redis is near its maxmemory")
     try:
         with storage.open(ref.bucket, ref.location, chunk_size=settings.chunk_bytes) as blob:
-            return _store(cache, blob, ref, settings, owner)
+            return _store(cache, blob, ref, settings)
     except FileMissing as exc:
         raise _Skip(Outcome.MISSING, exc.reason) from None
     except FileTooLarge as exc:
@@ -91,7 +92,7 @@ def _copy(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, owne
         raise _Skip(Outcome.REFUSED, str(exc).split("\n")[0][:120]) from None
 
 
-def _store(cache: Cache, blob: Blob, ref: FileRef, settings: Settings, owner: str) -> tuple[Outcome, int]:
+def _store(cache: Cache, blob: Blob, ref: FileRef, settings: Settings) -> tuple[Outcome, int]:
     limit = settings.max_file_bytes
     if blob.size > limit:
         raise FileTooLarge(ref.bucket, ref.location, f"{blob.size} bytes is over the limit of {limit}")
@@ -105,7 +106,6 @@ def _store(cache: Cache, blob: Blob, ref: FileRef, settings: Settings, owner: st
             _bounded(blob.chunks, ref, limit),
             ttl=settings.ttl,
             tmp_ttl=settings.inflight_ttl,
-            heartbeat=lambda: cache.hold(ref, owner, settings.inflight_ttl),
         )
     except BaseException:
         cache.ledger.cancel(ref.key)

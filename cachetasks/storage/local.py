@@ -34,7 +34,8 @@ class LocalStorage:
         path = self.path_of(bucket, location)
         try:
             # O_NOFOLLOW: the resolved path has no link left; refuse one swapped in since.
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            # O_NONBLOCK: opening a FIFO must not wait for a writer (regular files ignore it).
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             raise FileMissing(bucket, location, "no such file") from None
         except OSError as exc:

@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 
 from cachetasks.cache import Cache
@@ -98,12 +97,6 @@ def test_slow_storage_is_read_once_per_file_while_collects_keep_running(
     assert [cache.client.get(f"kb1/{name}") for name in names] == [name.encode() for name in names]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cachetasks/copier.py copy_file renews its claim only between streamed chunks (Cache.store's heartbeat), "
-    "not while storage.open waits for the first byte: the claim lapses after CACHETASKS_INFLIGHT_TTL and the next "
-    "collect starts a second read of the same file",
-)
 def test_read_waiting_longer_than_the_inflight_ttl_for_its_first_byte_keeps_its_claim(
     s3_env: dict[str, str], s3: Any, s3_proxy: S3Proxy, sqlite_engine: sa.Engine, cache: Cache, processes: Start
 ) -> None:

@@ -111,11 +111,6 @@ def test_local_addresses_that_leave_the_storage_root_are_refused_and_never_read(
     assert [(kb, loc) for kb, loc in escapes if not any(kb in line and loc in line for line in warnings)] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cachetasks/storage/local.py:37 opens without O_NONBLOCK, so os.open blocks on a FIFO before the "
-    "S_ISREG check can refuse it: each copy of that file holds a worker thread forever",
-)
 def test_local_file_that_is_not_a_regular_file_is_refused_without_holding_a_worker(
     env: dict[str, str], sqlite_engine: sa.Engine, cache: Cache, processes: Start
 ) -> None:
