@@ -26,11 +26,11 @@ _s = cachetasks_settings
 
 broker_url = _s.broker_url
 broker_connection_retry_on_startup = True
+# No retry_on_timeout: kombu pipelines a batch of publishes only when a timed-out command is never replayed.
 broker_transport_options = {
     "socket_timeout": _s.redis_timeout,
     "socket_connect_timeout": _s.redis_timeout,
     "health_check_interval": 10,
-    "retry_on_timeout": True,
     "visibility_timeout": 3600,
 }
 redis_backend_health_check_interval = 10

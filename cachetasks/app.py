@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
+from celery.signals import worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
 
 from . import resources
 from .settings import Settings
@@ -30,6 +30,7 @@ def _serve_metrics(**_: object) -> None:
         metrics.serve(settings())
 
 
+@worker_shutdown.connect
 @worker_process_shutdown.connect
 def _close_resources(**_: object) -> None:
     resources.reset()

@@ -17,8 +17,8 @@ import redis
 
 from .errors import CacheWriteLost
 from .keeper import ClaimKeeper
-from .keys import COLLECT_LOCK, HELD, LAST_COLLECT, OWNED, PREFIX, SIZES, SKIP, TMP, inflight_key, skip_key
-from .ledger import Ledger
+from .keys import COLLECT_LOCK, HELD, INFLIGHT, LAST_COLLECT, OWNED, PREFIX, SIZES, SKIP, TMP, inflight_key, skip_key
+from .ledger import Ledger, MemoryGauge
 from .ref import FileRef
 
 __all__ = ["COLLECT_LOCK", "LAST_COLLECT", "PREFIX", "SKIP", "TMP", "Cache", "Scan", "inflight_key", "skip_key"]
@@ -35,8 +35,9 @@ class Scan(enum.IntEnum):
     EVICTED = 4  # this service cached it and Redis dropped it before its TTL: Redis is full
 
 
-# KEYS: OWNED, SIZES, HELD, then (cache key, in-flight key, skip key) per file.
-# ARGV: in-flight ms, ttl ms.
+# KEYS: OWNED, SIZES, HELD, then the cache key of each file.
+# ARGV: in-flight ms, ttl ms, INFLIGHT prefix, SKIP prefix (the per-file marks are built
+# here rather than sent: at 100k files that is 200k key names less to encode and parse).
 # A cached key whose TTL fell below half is renewed: a file stays hot while it is ongoing.
 # A key this service wrote that vanished before its expiry was evicted: copying it again
 # before then would only evict another file, so it waits for its TTL period to end.
@@ -45,24 +46,25 @@ local out = {}
 local inflight_ms, ttl_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-for i = 4, #KEYS, 3 do
-  local left = redis.call('PTTL', KEYS[i])
+for i = 4, #KEYS do
+  local key = KEYS[i]
+  local left = redis.call('PTTL', key)
   if left ~= -2 then
     if left >= 0 and left < ttl_ms / 2 then
-      redis.call('PEXPIRE', KEYS[i], ttl_ms)
-      redis.call('ZADD', KEYS[1], 'XX', now + ttl_ms, KEYS[i])
+      redis.call('PEXPIRE', key, ttl_ms)
+      redis.call('ZADD', KEYS[1], 'XX', now + ttl_ms, key)
     end
     out[#out + 1] = 1
-  elseif redis.call('EXISTS', KEYS[i + 2]) == 1 then
+  elseif redis.call('EXISTS', ARGV[4] .. key) == 1 then
     out[#out + 1] = 2
-  elseif tonumber(redis.call('ZSCORE', KEYS[1], KEYS[i]) or 0) > now then
-    local size = redis.call('HGET', KEYS[2], KEYS[i])
+  elseif tonumber(redis.call('ZSCORE', KEYS[1], key) or 0) > now then
+    local size = redis.call('HGET', KEYS[2], key)
     if size then
-      redis.call('HDEL', KEYS[2], KEYS[i])
+      redis.call('HDEL', KEYS[2], key)
       redis.call('DECRBY', KEYS[3], size)
     end
     out[#out + 1] = 4
-  elseif redis.call('SET', KEYS[i + 1], 'queued', 'NX', 'PX', inflight_ms) then
+  elseif redis.call('SET', ARGV[3] .. key, 'queued', 'NX', 'PX', inflight_ms) then
     out[#out + 1] = 0
   else
     out[#out + 1] = 3
@@ -82,6 +84,26 @@ end
 if mark and not ours then return 'busy' end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return 'go'
+"""
+
+# KEYS: cache key, in-flight key, SIZES, HELD, OWNED. ARGV: value, ttl seconds, byte limit (0: none), owner.
+# A whole small file in one round trip: within the budget, SET NX EX, account it, release the claim.
+_PUT = """
+local size = string.len(ARGV[1])
+local old = tonumber(redis.call('HGET', KEYS[3], KEYS[1]) or 0)
+local held = tonumber(redis.call('GET', KEYS[4]) or 0) - old
+if tonumber(ARGV[3]) > 0 and held + size > tonumber(ARGV[3]) then return 'full' end
+local verdict = 'exists'
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('HSET', KEYS[3], KEYS[1], size)
+  redis.call('INCRBY', KEYS[4], size - old)
+  redis.call('ZADD', KEYS[5], now + tonumber(ARGV[2]) * 1000, KEYS[1])
+  verdict = 'stored'
+end
+if redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
+return verdict
 """
 
 # KEYS: in-flight key. ARGV: owner, ms (0 releases, >0 extends).
@@ -120,25 +142,22 @@ class Cache:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self.ledger = Ledger(client)
+        self.memory = MemoryGauge(client)
         self._keeper: ClaimKeeper | None = None
         self._claim = client.register_script(_CLAIM)
         self._begin = client.register_script(_BEGIN)
         self._hold = client.register_script(_HOLD)
         self._publish = client.register_script(_PUBLISH)
+        self._put = client.register_script(_PUT)
 
     # -- collect side -------------------------------------------------------------------
 
     def scan(self, refs: Iterable[FileRef], *, inflight_ttl: int, ttl: int) -> ScanResult:
         """Classify every ref in one round trip per chunk, claiming the missing ones."""
         result = ScanResult()
-        args = [inflight_ttl * 1000, ttl * 1000]
+        args: list[str | int] = [inflight_ttl * 1000, ttl * 1000, INFLIGHT, SKIP]
         for chunk in _chunks(refs, SCAN_CHUNK):
-            keys = [
-                OWNED,
-                SIZES,
-                HELD,
-                *(k for ref in chunk for k in (ref.key, inflight_key(ref.key), skip_key(ref.key))),
-            ]
+            keys = [OWNED, SIZES, HELD, *(ref.key for ref in chunk)]
             for ref, code in zip(chunk, self._claim(keys=keys, args=args), strict=True):
                 state = Scan(code)
                 result.counts[state] += 1
@@ -179,6 +198,16 @@ class Cache:
     def remember_skip(self, ref: FileRef, reason: str, seconds: int) -> None:
         """Do not try `ref` again for `seconds` (missing, too large, refused by Redis)."""
         self.client.set(skip_key(ref.key), reason, ex=seconds)
+
+    def put(self, ref: FileRef, value: bytes, *, ttl: int, limit: int, owner: str) -> str:
+        """Store a whole small file, accounted in the ledger, and release `owner`'s claim.
+
+        Returns 'stored', 'exists' (a value was already there) or 'full' (over `limit`
+        bytes held; nothing written and the claim kept).
+        """
+        keys = [ref.key, inflight_key(ref.key), SIZES, HELD, OWNED]
+        answer = self._put(keys=keys, args=[value, ttl, limit, owner])
+        return answer.decode() if isinstance(answer, bytes) else str(answer)
 
     def store(
         self,

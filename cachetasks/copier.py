@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
 from collections.abc import Iterator
 
@@ -10,7 +11,6 @@ import redis
 
 from .cache import Cache
 from .errors import CacheWriteLost, FileMissing, FileTooLarge, InvalidAddress, StorageUnavailable
-from .ledger import redis_full
 from .ref import FileRef, address_problem
 from .settings import Settings
 from .storage import Blob, Storage
@@ -57,11 +57,11 @@ def copy_file(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, 
         return {"cached": Outcome.ALREADY_CACHED, "skipped": Outcome.SKIPPED}.get(state, Outcome.BUSY), 0
     try:
         with cache.keep(ref, owner, settings.inflight_ttl):
-            outcome, size = _copy(cache, storage, ref, settings)
+            outcome, size, released = _copy(cache, storage, ref, settings, owner)
     except TRANSIENT:
         raise
     except _Skip as skip:
-        outcome, size = skip.outcome, 0
+        outcome, size, released = skip.outcome, 0, False
         log.warning(
             "not caching %s: %s: %s (not tried again for %ds)", ref.key, outcome, skip.reason, settings.negative_ttl
         )
@@ -69,18 +69,19 @@ def copy_file(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, 
     except BaseException:
         cache.release(ref, owner)
         raise
-    cache.release(ref, owner)
+    if not released:
+        cache.release(ref, owner)
     if outcome is Outcome.CACHED:
         log.info("cached %s (%d bytes)", ref.key, size)
     return outcome, size
 
 
-def _copy(cache: Cache, storage: Storage, ref: FileRef, settings: Settings) -> tuple[Outcome, int]:
-    if redis_full(cache.client, 0):
+def _copy(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, owner: str) -> tuple[Outcome, int, bool]:
+    if cache.memory.full(0):
         raise _Skip(Outcome.REDIS_FULL, "Redis is near its maxmemory")
     try:
         with storage.open(ref.bucket, ref.location, chunk_size=settings.chunk_bytes) as blob:
-            return _store(cache, blob, ref, settings)
+            return _store(cache, blob, ref, settings, owner)
     except FileMissing as exc:
         raise _Skip(Outcome.MISSING, exc.reason) from None
     except FileTooLarge as exc:
@@ -92,18 +93,28 @@ def _copy(cache: Cache, storage: Storage, ref: FileRef, settings: Settings) -> t
         raise _Skip(Outcome.REFUSED, str(exc).split("\n")[0][:120]) from None
 
 
-def _store(cache: Cache, blob: Blob, ref: FileRef, settings: Settings) -> tuple[Outcome, int]:
+def _store(cache: Cache, blob: Blob, ref: FileRef, settings: Settings, owner: str) -> tuple[Outcome, int, bool]:
+    """Write the blob; the bool says whether the claim was released on the way."""
     limit = settings.max_file_bytes
     if blob.size > limit:
         raise FileTooLarge(ref.bucket, ref.location, f"{blob.size} bytes is over the limit of {limit}")
+    chunks = _bounded(blob.chunks, ref, limit)
+    first, rest = next(chunks, b""), next(chunks, None)
+    if rest is None:  # the whole file fits in one chunk: one round trip writes and accounts it
+        if cache.memory.full(len(first)):
+            raise _Skip(Outcome.REDIS_FULL, f"{len(first)} bytes would take Redis near its maxmemory")
+        verdict = cache.put(ref, first, ttl=settings.ttl, limit=settings.max_cache_bytes, owner=owner)
+        if verdict == "full":
+            raise _Skip(Outcome.CACHE_FULL, f"{len(first)} bytes would pass CACHETASKS_MAX_CACHE_BYTES")
+        return (Outcome.CACHED, len(first), True) if verdict == "stored" else (Outcome.ALREADY_CACHED, 0, True)
     if not cache.ledger.reserve(ref.key, blob.size, limit=settings.max_cache_bytes):
         raise _Skip(Outcome.CACHE_FULL, f"{blob.size} bytes would pass CACHETASKS_MAX_CACHE_BYTES")
     try:
-        if redis_full(cache.client, blob.size):
+        if cache.memory.full(blob.size):
             raise _Skip(Outcome.REDIS_FULL, f"{blob.size} bytes would take Redis near its maxmemory")
         stored = cache.store(
             ref.key,
-            _bounded(blob.chunks, ref, limit),
+            itertools.chain((first, rest), chunks),
             ttl=settings.ttl,
             tmp_ttl=settings.inflight_ttl,
         )
@@ -112,9 +123,9 @@ def _store(cache: Cache, blob: Blob, ref: FileRef, settings: Settings) -> tuple[
         raise
     if stored is None:
         cache.ledger.cancel(ref.key)
-        return Outcome.ALREADY_CACHED, 0
+        return Outcome.ALREADY_CACHED, 0, False
     cache.ledger.commit(ref.key, settings.ttl)
-    return Outcome.CACHED, stored
+    return Outcome.CACHED, stored, False
 
 
 def _bounded(chunks: Iterator[bytes], ref: FileRef, limit: int) -> Iterator[bytes]:

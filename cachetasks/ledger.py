@@ -9,6 +9,8 @@ are dropped by `prune`, which each collect runs: the ledger follows what is real
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -123,8 +125,28 @@ class Ledger:
         return int(self.client.get(HELD) or 0)
 
 
-def redis_full(client: redis.Redis, needed: int) -> bool:
-    """True when writing `needed` more bytes would take Redis near its maxmemory (and so evict)."""
-    info: dict[str, Any] = client.info("memory")
-    maxmemory = int(info.get("maxmemory") or 0)
-    return bool(maxmemory) and int(info["used_memory"]) + needed > maxmemory * FILL_RATIO
+class MemoryGauge:
+    """Is Redis near its maxmemory? One INFO per `max_age` seconds per process, not one per copy.
+
+    Between readings the bytes this process agreed to write are added to the last reading,
+    so a burst of copies cannot overshoot on a stale figure.
+    """
+
+    def __init__(self, client: redis.Redis, *, max_age: float = 0.5) -> None:
+        self.client = client
+        self.max_age = max_age
+        self._lock = threading.Lock()
+        self._read_at = -max_age
+        self._used = self._max = self._added = 0
+
+    def full(self, needed: int) -> bool:
+        """True when writing `needed` more bytes would take Redis past FILL_RATIO of its maxmemory."""
+        with self._lock:
+            if time.monotonic() - self._read_at >= self.max_age:
+                info: dict[str, Any] = self.client.info("memory")
+                self._used, self._max = int(info["used_memory"]), int(info.get("maxmemory") or 0)
+                self._added, self._read_at = 0, time.monotonic()
+            if not self._max or self._used + self._added + needed <= self._max * FILL_RATIO:
+                self._added += needed
+                return False
+            return True

@@ -9,8 +9,11 @@ or by setting CACHETASKS_METRICS_PORT on a worker.
 from __future__ import annotations
 
 import bisect
+import collections
 import contextlib
 import logging
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -20,7 +23,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from .keys import HELD, LAST_COLLECT, LAST_REPORT, METRICS
-from .resources import make_redis
 from .settings import COLLECT_QUEUE, FILES_QUEUE, Settings
 
 log = logging.getLogger(__name__)
@@ -29,9 +31,13 @@ COLLECT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 COPY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
-def _observe(pipe: Any, name: str, buckets: tuple[float, ...], seconds: float) -> None:
+def _bucket(name: str, buckets: tuple[float, ...], seconds: float) -> str:
     index = bisect.bisect_left(buckets, seconds)
-    pipe.hincrby(METRICS, f"{name}:bucket:{buckets[index] if index < len(buckets) else '+Inf'}", 1)
+    return f"{name}:bucket:{buckets[index] if index < len(buckets) else '+Inf'}"
+
+
+def _observe(pipe: Any, name: str, buckets: tuple[float, ...], seconds: float) -> None:
+    pipe.hincrby(METRICS, _bucket(name, buckets, seconds), 1)
     pipe.hincrbyfloat(METRICS, f"{name}:sum", seconds)
 
 
@@ -46,14 +52,54 @@ def record_collect(client: redis.Redis, report: Mapping[str, float]) -> None:
         pipe.execute()
 
 
-def record_copy(client: redis.Redis, outcome: str, size: int, seconds: float) -> None:
-    """Count one copy's outcome (cached, missing, too-large, storage error kind, ...)."""
-    with contextlib.suppress(redis.RedisError), client.pipeline(transaction=False) as pipe:
-        pipe.hincrby(METRICS, f"outcome:{outcome}", 1)
-        if outcome == "cached":
-            pipe.hincrby(METRICS, "bytes_cached", size)
-            _observe(pipe, "copy_seconds", COPY_BUCKETS, seconds)
-        pipe.execute()
+class CopyRecorder:
+    """Counts copies in memory and adds them to Redis once per `every` seconds, from one thread.
+
+    A copy of a small file takes a couple of Redis round trips; counting it must not add one.
+    """
+
+    def __init__(self, client: redis.Redis, *, every: float = 1.0) -> None:
+        self.client = client
+        self.every = every
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._seconds = 0.0
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def record(self, outcome: str, size: int, seconds: float) -> None:
+        """Count one copy's outcome (cached, missing, too-large, error:..., ...)."""
+        with self._lock:
+            self._counts[f"outcome:{outcome}"] += 1
+            if outcome == "cached":
+                self._counts["bytes_cached"] += size
+                self._counts[_bucket("copy_seconds", COPY_BUCKETS, seconds)] += 1
+                self._seconds += seconds
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="cachetasks-metrics", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.every)
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            counts, seconds = self._counts, self._seconds
+            self._counts, self._seconds = collections.Counter(), 0.0
+        if not counts:
+            return
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for field, n in counts.items():
+                    pipe.hincrby(METRICS, field, n)
+                if seconds:
+                    pipe.hincrbyfloat(METRICS, "copy_seconds:sum", seconds)
+                pipe.execute()
+        except redis.RedisError:
+            with self._lock:  # keep them for the next flush
+                self._counts.update(counts)
+                self._seconds += seconds
 
 
 class RedisCollector(Collector):
@@ -131,6 +177,8 @@ def registry(cache: redis.Redis, broker: redis.Redis) -> CollectorRegistry:
 
 def serve(settings: Settings) -> tuple[Any, Any]:
     """Serve /metrics on CACHETASKS_METRICS_HOST:CACHETASKS_METRICS_PORT from a background thread."""
+    from .resources import make_redis  # resources builds this module's CopyRecorder
+
     cache, broker = make_redis(settings), make_redis(settings, url=settings.broker_url)
     server, thread = start_http_server(
         settings.metrics_port, addr=settings.metrics_host, registry=registry(cache, broker)

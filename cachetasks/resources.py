@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from . import catalog, storage
 from .cache import Cache
+from .metrics import CopyRecorder
 from .settings import Settings
 
 
@@ -39,10 +40,16 @@ class Resources:
         return Cache(self.redis)
 
     @cached_property
+    def recorder(self) -> CopyRecorder:
+        return CopyRecorder(self.redis)
+
+    @cached_property
     def storage(self) -> storage.Storage:
         return storage.from_settings(self.settings)
 
     def close(self) -> None:
+        if "recorder" in self.__dict__:
+            self.recorder.flush()
         if "engine" in self.__dict__:
             self.engine.dispose()
         if "redis" in self.__dict__:

@@ -42,7 +42,7 @@ def cache_file(self: Task[Any, Any], bucket: str, location: str) -> str:
     try:
         outcome, size = copier.copy_file(res.cache, res.storage, ref, s, owner=owner)
     except TRANSIENT as exc:
-        metrics.record_copy(res.redis, f"error:{type(exc).__name__}", 0, 0)
+        res.recorder.record(f"error:{type(exc).__name__}", 0, 0)
         if self.request.retries >= s.max_retries:
             with contextlib.suppress(redis.RedisError):  # if Redis is down, the claim expires by itself
                 res.cache.release(ref, owner)
@@ -51,7 +51,7 @@ def cache_file(self: Task[Any, Any], bucket: str, location: str) -> str:
         with contextlib.suppress(redis.RedisError):
             res.cache.hold(ref, owner, delay + s.inflight_ttl)  # keep the claim over the wait
         raise self.retry(exc=exc, countdown=delay, max_retries=s.max_retries) from None
-    metrics.record_copy(res.redis, outcome.value, size, time.perf_counter() - started)
+    res.recorder.record(outcome.value, size, time.perf_counter() - started)
     return outcome.value
 
 
