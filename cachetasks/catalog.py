@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -67,7 +68,7 @@ def make_engine(url: str, *, connect_timeout: float) -> sa.Engine:
     )
 
 
-def ongoing_query(since_ms: int, *, first_seen: bool = False) -> sa.Select[Any]:
+def ongoing_query(since_ms: int, *, first_seen: bool = False) -> sa.Select[*tuple[Any, ...]]:
     """RAGFlow's ongoing documents, addressed by its real storage rule.
 
     A linked file-manager file (a file2document row whose file has source_type '' or
@@ -75,27 +76,80 @@ def ongoing_query(since_ms: int, *, first_seen: bool = False) -> sa.Select[Any]:
     uploads included, at (document.kb_id, document.location). With `first_seen`, each
     address also carries the creation time (ms) of its oldest ongoing task.
     """
-    t, d, f, f2d = schema.task, schema.document, schema.file, schema.file2document
-    from_file = sa.and_(f.c.id.is_not(None), sa.func.coalesce(f.c.source_type, "") == "")
-    bucket = sa.case((from_file, f.c.parent_id), else_=d.c.kb_id)
-    location = sa.case((from_file, f.c.location), else_=d.c.location)
+    t, d = schema.task, schema.document
+    bucket, location = _address()
     query = (
         sa.select(bucket.label("bucket"), location.label("location"))
         .select_from(t)
         .join(d, t.c.doc_id == d.c.id)
-        .outerjoin(f2d, f2d.c.document_id == d.c.id)
-        .outerjoin(f, f.c.id == f2d.c.file_id)
-        .where(
-            d.c.status == "1",
-            d.c.run == "1",
-            d.c.type != "virtual",
-            t.c.progress < 1,
-            t.c.create_time >= since_ms,
-        )
+        .outerjoin(schema.file2document, schema.file2document.c.document_id == d.c.id)
+        .outerjoin(schema.file, schema.file.c.id == schema.file2document.c.file_id)
+        .where(*_ongoing(since_ms))
     )
     if first_seen:
         return query.add_columns(sa.func.min(t.c.create_time).label("first_seen")).group_by(bucket, location)
     return query.distinct()
+
+
+def ongoing_documents_query(since_ms: int) -> sa.Select[tuple[str]]:
+    """The ids of the ongoing documents: the ongoing query without the address joins."""
+    t, d = schema.task, schema.document
+    return sa.select(t.c.doc_id).select_from(t).join(d, t.c.doc_id == d.c.id).where(*_ongoing(since_ms)).distinct()
+
+
+def addresses_query() -> sa.Select[tuple[str, str, str]]:
+    """(document id, bucket, location) for the documents in the expanding parameter `ids`."""
+    d, f2d = schema.document, schema.file2document
+    bucket, location = _address()
+    return (
+        sa.select(d.c.id, bucket, location)
+        .select_from(d)
+        .outerjoin(f2d, f2d.c.document_id == d.c.id)
+        .outerjoin(schema.file, schema.file.c.id == f2d.c.file_id)
+        .where(d.c.id.in_(sa.bindparam("ids", expanding=True)))
+    )
+
+
+def _ongoing(since_ms: int) -> tuple[sa.ColumnElement[bool], ...]:
+    t, d = schema.task, schema.document
+    return (d.c.status == "1", d.c.run == "1", d.c.type != "virtual", t.c.progress < 1, t.c.create_time >= since_ms)
+
+
+def _address() -> tuple[sa.ColumnElement[str], sa.ColumnElement[str]]:
+    d, f = schema.document, schema.file
+    from_file = sa.and_(f.c.id.is_not(None), sa.func.coalesce(f.c.source_type, "") == "")
+    return sa.case((from_file, f.c.parent_id), else_=d.c.kb_id), sa.case((from_file, f.c.location), else_=d.c.location)
+
+
+class AddressBook:
+    """Storage addresses of ongoing documents, remembered between collects.
+
+    A document's address does not change once it exists, so each collect only asks which
+    documents are ongoing (no joins to file2document and file) and looks up the addresses
+    of documents it has not seen in the last `ttl` seconds (spread, so they do not all
+    come due at once). At 100k ongoing documents this is what keeps a collect near the tick.
+    """
+
+    def __init__(self, *, ttl: float = 300.0) -> None:
+        self.ttl = ttl
+        self._known: dict[str, tuple[float, tuple[FileRef, ...]]] = {}
+
+    def ongoing(self, engine: sa.Engine, *, window_seconds: int, now: float | None = None) -> set[FileRef]:
+        since_ms = int((time.time() if now is None else now) * 1000) - window_seconds * 1000
+        docs = [str(doc_id) for (doc_id,) in _run(engine, ongoing_documents_query(since_ms), {}, width=1)]
+        clock = time.monotonic()
+        due = [doc for doc in docs if (entry := self._known.get(doc)) is None or entry[0] < clock]
+        for start in range(0, len(due), 5000):
+            chunk = due[start : start + 5000]
+            found: dict[str, list[FileRef]] = {doc: [] for doc in chunk}
+            for doc, bucket, location in _run(engine, addresses_query(), {"ids": chunk}, width=3):
+                if _usable(bucket, location):
+                    found[str(doc)].append(FileRef(str(bucket), str(location)))
+            for doc, refs in found.items():
+                self._known[doc] = (clock + self.ttl * (0.5 + random.random()), tuple(refs))
+        if len(self._known) > 2 * len(docs) + 1000:  # forget documents that stopped being ongoing
+            self._known = {doc: self._known[doc] for doc in docs}
+        return {ref for doc in docs for ref in self._known[doc][1]}
 
 
 def custom_query(sql: str) -> sa.TextClause:
@@ -133,7 +187,7 @@ def ongoing(
     return _refs(_run(engine, statement, params, width=2))
 
 
-def _run(engine: sa.Engine, statement: sa.Executable, params: dict[str, int], *, width: int) -> list[Any]:
+def _run(engine: sa.Engine, statement: sa.Executable, params: dict[str, Any], *, width: int) -> list[Any]:
     try:
         with engine.connect() as conn:
             result = conn.execute(statement, params)

@@ -35,15 +35,26 @@ class CollectReport:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def collect(engine: sa.Engine, cache: Cache, settings: Settings, enqueue: Enqueue) -> CollectReport | None:
-    """Run one cycle; None when another collect holds the lock (collects never overlap)."""
+def collect(
+    engine: sa.Engine,
+    cache: Cache,
+    settings: Settings,
+    enqueue: Enqueue,
+    *,
+    addresses: catalog.AddressBook | None = None,
+) -> CollectReport | None:
+    """Run one cycle; None when another collect holds the lock (collects never overlap).
+
+    With an address book (the worker keeps one per process), RAGFlow's query is split into
+    the ongoing document ids and their remembered addresses.
+    """
     token = uuid.uuid4().hex
     lock_ms = int(max(settings.collect_expires, 30) * 1000)
     if not cache.client.set(COLLECT_LOCK, token, nx=True, px=lock_ms):
         log.info("collect skipped: another collect is running")
         return None
     try:
-        return _collect(engine, cache, settings, enqueue)
+        return _collect(engine, cache, settings, enqueue, addresses)
     finally:
         cache.client.eval(
             "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
@@ -53,9 +64,14 @@ def collect(engine: sa.Engine, cache: Cache, settings: Settings, enqueue: Enqueu
         )
 
 
-def _collect(engine: sa.Engine, cache: Cache, settings: Settings, enqueue: Enqueue) -> CollectReport:
+def _collect(
+    engine: sa.Engine, cache: Cache, settings: Settings, enqueue: Enqueue, addresses: catalog.AddressBook | None
+) -> CollectReport:
     started = time.perf_counter()
-    refs = catalog.ongoing(engine, window_seconds=settings.ongoing_window, sql=settings.ongoing_sql)
+    if addresses is not None and settings.ongoing_sql is None:
+        refs = addresses.ongoing(engine, window_seconds=settings.ongoing_window)
+    else:
+        refs = catalog.ongoing(engine, window_seconds=settings.ongoing_window, sql=settings.ongoing_sql)
     valid = [ref for ref in refs if not _unusable(ref)]
     invalid = len(refs) - len(valid)
     scan = cache.scan(valid, inflight_ttl=settings.inflight_ttl, ttl=settings.ttl)

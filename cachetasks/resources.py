@@ -32,6 +32,10 @@ class Resources:
         return catalog.make_engine(self.settings.sqlalchemy_url, connect_timeout=self.settings.db_connect_timeout)
 
     @cached_property
+    def addresses(self) -> catalog.AddressBook:
+        return catalog.AddressBook()
+
+    @cached_property
     def redis(self) -> redis.Redis:
         return make_redis(self.settings)
 

@@ -25,7 +25,7 @@ def collect() -> dict[str, float] | None:
     """Enqueue a copy of every ongoing file that is neither cached nor in flight."""
     s = settings()
     res = resources.get(s)
-    report = collector.collect(res.engine, res.cache, s, enqueue=enqueue_copies)
+    report = collector.collect(res.engine, res.cache, s, enqueue=enqueue_copies, addresses=res.addresses)
     if report is None:
         return None
     metrics.record_collect(res.redis, report.as_dict())

@@ -33,7 +33,42 @@ def kb() -> str:
 
 
 def ongoing(engine: sa.Engine, **kwargs: Any) -> set[FileRef]:
-    return catalog.ongoing(engine, window_seconds=WINDOW, **kwargs)
+    found = catalog.ongoing(engine, window_seconds=WINDOW, **kwargs)
+    if "sql" not in kwargs:  # the collector's path (document ids, then remembered addresses) agrees
+        assert catalog.AddressBook().ongoing(engine, window_seconds=WINDOW) == found
+    return found
+
+
+def test_the_address_book_remembers_addresses_and_looks_them_up_again_after_its_ttl(engine: sa.Engine) -> None:
+    """Known documents cost no address lookup until their entry is due; then the current address is read."""
+    # Given a document the book has seen
+    bucket = kb()
+    with engine.begin() as conn:
+        doc = insert_document(conn, kb_id=bucket, location="first.pdf")
+    book = catalog.AddressBook(ttl=3600)
+    assert book.ongoing(engine, window_seconds=WINDOW) == {FileRef(bucket, "first.pdf")}
+    # When its address changes in the database
+    with engine.begin() as conn:
+        conn.execute(schema.document.update().where(schema.document.c.id == doc).values(location="second.pdf"))
+    # Expect the remembered address, and the new one from a book whose entries are due
+    assert book.ongoing(engine, window_seconds=WINDOW) == {FileRef(bucket, "first.pdf")}
+    assert catalog.AddressBook(ttl=0).ongoing(engine, window_seconds=WINDOW) == {FileRef(bucket, "second.pdf")}
+
+
+def test_the_address_book_forgets_documents_that_stopped_being_ongoing(engine: sa.Engine) -> None:
+    """A document that is no longer ongoing leaves the result at once."""
+    # Given
+    bucket = kb()
+    with engine.begin() as conn:
+        doc = insert_document(conn, kb_id=bucket, location="a.pdf")
+        insert_document(conn, kb_id=bucket, location="b.pdf")
+    book = catalog.AddressBook()
+    assert len(book.ongoing(engine, window_seconds=WINDOW)) == 2
+    # When
+    with engine.begin() as conn:
+        conn.execute(schema.document.update().where(schema.document.c.id == doc).values(run="3"))
+    # Expect
+    assert book.ongoing(engine, window_seconds=WINDOW) == {FileRef(bucket, "b.pdf")}
 
 
 def test_an_ongoing_document_is_returned_with_its_address(engine: sa.Engine) -> None:
