@@ -35,7 +35,7 @@ from typing import cast
 import redis
 
 from . import storage as storages
-from .keys import PREFIX, inflight_key
+from .keys import inflight_key
 from .ref import cache_key
 from .resources import make_redis
 from .settings import MiB, Settings
@@ -152,9 +152,6 @@ class Reader:
         """
         check_address(bucket, location)  # before Redis: a refused address has no cached copy
         key = cache_key(bucket, location)
-        if key.startswith(PREFIX):  # it would name one of the service's own keys, not a file
-            self.stats.add(misses=1)
-            return self._read_storage(bucket, location)
         try:
             value = self._lookup(key, self.wait_inflight if wait is None else wait)
         except redis.RedisError as exc:
