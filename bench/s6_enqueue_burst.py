@@ -61,8 +61,7 @@ def main() -> None:
 
         # In-process: the same collect, the real enqueue function, the same broker.
         os.environ.update(env)
-        from cachetasks import collector, resources, tasks
-        from cachetasks.app import app
+        from cachetasks import app, collector, resources, tasks
 
         settings = Settings.from_env(env)
         assert app.conf.broker_url == env["CELERY_BROKER_URL"], "the app must publish to the private broker"

@@ -25,7 +25,7 @@ log = logging.getLogger("cachetasks")
 
 
 def _settings() -> Settings:
-    from .app import settings  # loads celeryconfig: the same configuration the worker sees
+    from .celeryapp import settings  # loads celeryconfig: the same configuration the worker sees
 
     return settings()
 

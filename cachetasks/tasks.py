@@ -12,7 +12,7 @@ from celery import Task
 from celery.utils.time import get_exponential_backoff_interval
 
 from . import collector, copier, metrics, resources
-from .app import app, settings
+from .celeryapp import app, settings
 from .copier import TRANSIENT
 from .errors import CatalogError
 from .ref import FileRef
