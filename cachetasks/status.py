@@ -12,22 +12,23 @@ import redis
 import sqlalchemy as sa
 
 from . import catalog
-from .keys import HELD, LAST_COLLECT, OWNED, inflight_key, skip_key
+from .keys import HELD, INFLIGHT, LAST_COLLECT, OWNED, SKIP
 from .ref import FileRef
 from .settings import COLLECT_QUEUE, FILES_QUEUE, Settings
 
-# KEYS: OWNED, then (cache key, in-flight key, skip key) per file. Read-only.
+# KEYS: OWNED, then the cache key of each file. ARGV: INFLIGHT prefix, SKIP prefix. Read-only.
 _INSPECT = """
 local out = {}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-for i = 2, #KEYS, 3 do
-  if redis.call('EXISTS', KEYS[i]) == 1 then out[#out + 1] = 'cached'
-  elseif redis.call('EXISTS', KEYS[i + 1]) == 1 then out[#out + 1] = 'in-flight'
+for i = 2, #KEYS do
+  local key = KEYS[i]
+  if redis.call('EXISTS', key) == 1 then out[#out + 1] = 'cached'
+  elseif redis.call('EXISTS', ARGV[1] .. key) == 1 then out[#out + 1] = 'in-flight'
   else
-    local why = redis.call('GET', KEYS[i + 2])
+    local why = redis.call('GET', ARGV[2] .. key)
     if why then out[#out + 1] = 'skipped:' .. why
-    elseif tonumber(redis.call('ZSCORE', KEYS[1], KEYS[i]) or 0) > now then out[#out + 1] = 'evicted'
+    elseif tonumber(redis.call('ZSCORE', KEYS[1], key) or 0) > now then out[#out + 1] = 'evicted'
     else out[#out + 1] = 'uncached' end
   end
 end
@@ -75,8 +76,8 @@ def _inspect(client: redis.Redis, refs: Iterable[FileRef]) -> dict[FileRef, str]
     states: dict[FileRef, str] = {}
     it = iter(refs)
     while chunk := list(itertools.islice(it, 5000)):
-        keys = [OWNED, *(k for ref in chunk for k in (ref.key, inflight_key(ref.key), skip_key(ref.key)))]
-        for ref, state in zip(chunk, script(keys=keys), strict=True):
+        keys = [OWNED, *(ref.key for ref in chunk)]
+        for ref, state in zip(chunk, script(keys=keys, args=[INFLIGHT, SKIP]), strict=True):
             states[ref] = state.decode() if isinstance(state, bytes) else str(state)
     return states
 
