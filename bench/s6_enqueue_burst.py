@@ -73,7 +73,9 @@ def main() -> None:
                 broker.delete(FILES_QUEUE)
                 the_lab.flush_cache()
                 started = time.perf_counter()
-                report = collector.collect(res.engine, res.cache, settings, enqueue=tasks.enqueue_copies)
+                report = collector.collect(
+                    res.engine, res.cache, settings, enqueue=tasks.enqueue_copies, addresses=res.addresses
+                )
                 calls.append(time.perf_counter() - started)
                 assert report is not None and report.enqueued == PAIRS and broker.llen(FILES_QUEUE) == PAIRS
                 broker.delete(FILES_QUEUE)
