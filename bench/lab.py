@@ -29,11 +29,10 @@ import sqlalchemy as sa
 from cachetasks import catalog, schema
 from cachetasks.cache import LAST_COLLECT
 from cachetasks.settings import FILES_QUEUE
-from tests.support.servers import RedisServer, S3Server, free_port, stop_process, wait_until
+from tests.support.servers import RedisServer, S3Server, free_port, postgres_database, stop_process, wait_until
 from tests.support.service import REPO as REPO
 from tests.support.service import Processes, service_env
 
-PG_ADMIN_URL = os.environ.get("CACHETASKS_BENCH_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 AWS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret", "AWS_DEFAULT_REGION": "us-east-1"}
 KiB, MiB = 1024, 1024 * 1024
 BROKER_DB, CACHE_DB = 0, 1
@@ -301,20 +300,6 @@ def put_local(root: Path, bucket: str, names: Sequence[str], size: int) -> None:
 
 
 @contextlib.contextmanager
-def pg_database() -> Iterator[str]:
-    name = f"cachetasks_bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield str(sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False))
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-@contextlib.contextmanager
 def lab(*, s3: bool = True) -> Iterator[Lab]:
     """Start everything a scenario needs; stop and remove all of it, also on Ctrl-C or SIGTERM."""
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -329,7 +314,7 @@ def lab(*, s3: bool = True) -> Iterator[Lab]:
             if s3:
                 s3_server = S3Server(workdir / "moto").start()
                 stack.callback(s3_server.stop)
-            pg_url = stack.enter_context(pg_database())
+            pg_url = stack.enter_context(postgres_database())
             engine = catalog.make_engine(pg_url, connect_timeout=5)
             stack.callback(engine.dispose)
             schema.create_missing(engine)

@@ -40,28 +40,39 @@ return 1
 # KEYS: OWNED. ARGV: key, ttl ms.
 _COMMIT = _NOW + "return redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])"
 
+# Shared by the scripts below: drop key k from the ledger (KEYS: SIZES, HELD, OWNED).
+_DROP = """
+local function drop(k)
+  local old = redis.call('HGET', KEYS[1], k)
+  if old then
+    redis.call('HDEL', KEYS[1], k)
+    redis.call('DECRBY', KEYS[2], old)
+  end
+  redis.call('ZREM', KEYS[3], k)
+end
+"""
+
 # KEYS: SIZES, HELD, OWNED. ARGV: keys to forget; with ARGV[1] == 'delete' also delete them.
-_FORGET = """
+_FORGET = (
+    _DROP
+    + """
 local n = 0
 local delete = ARGV[1] == 'delete'
 for i = 2, #ARGV do
   local k = ARGV[i]
   if redis.call('ZSCORE', KEYS[3], k) then
-    local old = redis.call('HGET', KEYS[1], k)
-    if old then
-      redis.call('HDEL', KEYS[1], k)
-      redis.call('DECRBY', KEYS[2], old)
-    end
-    redis.call('ZREM', KEYS[3], k)
+    drop(k)
     if delete then n = n + redis.call('DEL', k) else n = n + 1 end
   end
 end
 return n
 """
+)
 
 # KEYS: SIZES, HELD, OWNED. ARGV: batch size, in-flight prefix, reservation ms.
 _PRUNE = (
     _NOW
+    + _DROP
     + """
 local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 local dropped = 0
@@ -72,12 +83,7 @@ for _, k in ipairs(due) do
   elseif left == -2 and redis.call('EXISTS', ARGV[2] .. k) == 1 then
     redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), k)
   else
-    local old = redis.call('HGET', KEYS[1], k)
-    if old then
-      redis.call('HDEL', KEYS[1], k)
-      redis.call('DECRBY', KEYS[2], old)
-    end
-    redis.call('ZREM', KEYS[3], k)
+    drop(k)
     dropped = dropped + 1
   end
 end
