@@ -43,7 +43,9 @@ class S3Proxy:
         self.upstream_port = parts.port or 80
         self.latency = latency  # added to every request
         self.get_latency = get_latency  # added to object GETs only: "slow storage"
+        self.bandwidth = 0  # bytes per second for object GET bodies; 0: as fast as the server
         self.gets: collections.Counter[str] = collections.Counter()  # "/bucket/key" -> count
+        self.get_times: collections.defaultdict[str, list[float]] = collections.defaultdict(list)  # monotonic
         self.requests = 0
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
@@ -67,7 +69,9 @@ class S3Proxy:
     def reset(self) -> None:
         with self._lock:
             self.gets.clear()
+            self.get_times.clear()
             self.requests = 0
+            self.bandwidth = 0
             self._faults.clear()
             self.latency = self.get_latency = 0.0
 
@@ -86,6 +90,7 @@ class S3Proxy:
             if method != "GET" or path.count("/") < 2:
                 return None
             self.gets[path] += 1
+            self.get_times[path].append(time.monotonic())
             for i, fault in enumerate(self._faults):
                 if fault.key_contains in path:
                     return self._faults.pop(i)
@@ -163,6 +168,8 @@ def _handler_for(proxy: S3Proxy) -> type[BaseHTTPRequestHandler]:
                     block = block[fault.stall_after :]
                 first = False
                 self.wfile.write(block)
+                if proxy.bandwidth and path.count("/") >= 2:
+                    time.sleep(len(block) / proxy.bandwidth)
             return None
 
         def _control(self, path: str) -> None:
