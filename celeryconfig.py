@@ -15,6 +15,7 @@ from cachetasks.errors import ConfigError as _ConfigError
 from cachetasks.settings import COLLECT_QUEUE as _COLLECT
 from cachetasks.settings import FILES_QUEUE as _FILES
 from cachetasks.settings import Settings as _Settings
+from cachetasks.settings import split_credentials as _split_credentials
 
 try:
     cachetasks_settings = _Settings.from_env(_os.environ)
@@ -75,7 +76,8 @@ beat_schedule = {
 # RedBeat keeps the schedule in Redis behind a lock: a second beat (on another machine) waits
 # as a standby and takes over within redbeat_lock_timeout of the active one dying.
 beat_scheduler = "redbeat.RedBeatScheduler"
-redbeat_redis_url = _s.broker_url
+# The password goes in the options, which Celery masks when it shows its configuration.
+redbeat_redis_url, redbeat_redis_options = _split_credentials(_s.broker_url)
 redbeat_key_prefix = "cachetasks:redbeat:"
 redbeat_lock_timeout = 10
 beat_max_loop_interval = 1

@@ -40,6 +40,10 @@ class StorageError(CachetasksError):
         self.location = location
         self.reason = reason
 
+    def __reduce__(self) -> tuple[type[StorageError], tuple[str, str, str]]:
+        # Celery rebuilds a task's exception from its args; keep the type and every field.
+        return type(self), (self.bucket, self.location, self.reason)
+
 
 class FileMissing(StorageError):
     """The object or its bucket does not exist: retrying will not help."""

@@ -24,6 +24,8 @@ RESERVATION_MS = 60_000  # how long a reservation outlives a vanished copy befor
 _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
 
 # KEYS: SIZES, HELD, OWNED. ARGV: key, size, limit (0: none), reservation ms.
+# OWNED scores a written key by its expiry, and a reservation by minus its deadline: a
+# reservation is never mistaken for a key Redis evicted, so a copy that died is retried.
 _RESERVE = (
     _NOW
     + """
@@ -32,7 +34,7 @@ local held = tonumber(redis.call('GET', KEYS[2]) or 0) - old
 if tonumber(ARGV[3]) > 0 and held + tonumber(ARGV[2]) > tonumber(ARGV[3]) then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('INCRBY', KEYS[2], tonumber(ARGV[2]) - old)
-redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), ARGV[1])
+redis.call('ZADD', KEYS[3], -(now + tonumber(ARGV[4])), ARGV[1])
 return 1
 """
 )
@@ -74,14 +76,14 @@ _PRUNE = (
     _NOW
     + _DROP
     + """
-local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local due = redis.call('ZRANGEBYSCORE', KEYS[3], -now, now, 'LIMIT', 0, tonumber(ARGV[1]))
 local dropped = 0
 for _, k in ipairs(due) do
   local left = redis.call('PTTL', k)
   if left > 0 then
     redis.call('ZADD', KEYS[3], now + left, k)
   elseif left == -2 and redis.call('EXISTS', ARGV[2] .. k) == 1 then
-    redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), k)
+    redis.call('ZADD', KEYS[3], -(now + tonumber(ARGV[3])), k)
   else
     drop(k)
     dropped = dropped + 1

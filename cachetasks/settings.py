@@ -46,6 +46,11 @@ class Settings:
     metrics_port: int = 0  # 0: no metrics endpoint in this process
     metrics_host: str = "127.0.0.1"
 
+    def __repr__(self) -> str:
+        # Celery shows its configuration (`inspect conf`, Flower), and this object is part of it.
+        fields = (f"{f.name}={_masked(getattr(self, f.name))!r}" for f in dataclasses.fields(self))
+        return f"Settings({', '.join(fields)})"
+
     @property
     def sqlalchemy_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'cachetasks.sqlite3'}"
@@ -179,6 +184,26 @@ class _Reader:
 
         database_url(raw)
         return raw
+
+
+def _masked(value: object) -> object:
+    """A URL with its password replaced by ***; anything else as it is."""
+    if not isinstance(value, str) or "://" not in value:
+        return value
+    parts = urlsplit(value)
+    if parts.password is None:
+        return value
+    userinfo = f"{parts.username or ''}:***@"
+    return parts._replace(netloc=userinfo + parts.netloc.rsplit("@", 1)[1]).geturl()
+
+
+def split_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """`url` without its user and password, and those as client options (kept out of any URL shown)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, {}
+    options = {k: v for k, v in (("username", parts.username), ("password", parts.password)) if v}
+    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl(), options
 
 
 def _check_url(name: str, raw: str, schemes: tuple[str, ...] | None) -> str:

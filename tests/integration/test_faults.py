@@ -53,11 +53,6 @@ def _watch_value(client: redis.Redis, key: str) -> Poller:
 # -- the worker dies or is stopped in the middle of a copy ---------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the killed copy's byte reservation stays in the ledger (cachetasks:owned) for 60 s, and collect takes "
-    "an owned key that is absent for an eviction: the file is not copied again until the reservation lapses",
-)
 def test_worker_killed_mid_write_leaves_no_partial_value_and_a_restart_caches_the_file(
     s3_env: dict[str, str], s3: Any, s3_proxy: S3Proxy, sqlite_engine: sa.Engine, cache: Cache, processes: Start
 ) -> None:
@@ -327,11 +322,6 @@ def test_failing_storage_is_retried_with_backoff_holding_the_claim_and_a_stall_i
     assert second - first <= read_timeout + 1 + 1.5, f"the stalled read held its slot {second - first:.1f}s"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="StorageError(bucket, location, reason) does not survive pickling (its args hold only the message), "
-    "so Celery logs a given-up copy as 'raised unexpected: CachetasksError' at ERROR with a traceback",
-)
 def test_storage_that_stays_down_is_given_up_after_the_retries_with_one_quiet_line_and_the_claim_released(
     s3_env: dict[str, str], s3: Any, s3_proxy: S3Proxy, sqlite_engine: sa.Engine, cache: Cache, processes: Start
 ) -> None:

@@ -149,11 +149,6 @@ def _leaks(text: str) -> dict[str, list[str]]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="the worker's configuration, shown by `celery inspect conf` and Flower's worker page, holds "
-    "cachetasks_settings (whose repr has every URL in full) and redbeat_redis_url, which Celery does not mask",
-)
 def test_no_credential_reaches_logs_errors_flower_or_the_operator_commands(
     s3_env: dict[str, str],
     s3: Any,
