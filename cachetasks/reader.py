@@ -36,6 +36,7 @@ import redis
 
 from . import storage as storages
 from .keys import inflight_key
+from .outage import OutageLog
 from .ref import cache_key
 from .resources import make_redis
 from .settings import MiB, Settings
@@ -72,38 +73,6 @@ class ReaderStats:
             return dataclasses.replace(self)
 
 
-class OutageLog:
-    """Report Redis errors at most once per `every` seconds, and the recovery from a reported outage."""
-
-    def __init__(self, every: float = OUTAGE_LOG_EVERY, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.every = every
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._last_report: float | None = None
-        self._unreported = 0  # errors since the last report
-        self._failing = False  # in an outage that was reported
-
-    def failed(self, exc: redis.RedisError) -> None:
-        with self._lock:
-            now = self.clock()
-            if self._last_report is not None and now - self._last_report < self.every:
-                self._unreported += 1
-                return
-            self._last_report, self._failing = now, True
-            earlier, self._unreported = self._unreported, 0
-        more = f" ({earlier} more since the last report)" if earlier else ""
-        log.warning("cache lookup failed, reading from storage: %s%s", _describe(exc), more)
-
-    def succeeded(self) -> None:
-        if not self._failing:  # the common case, without the lock; a stale read only delays the report
-            return
-        with self._lock:
-            reported, self._failing = self._failing, False
-            unreported, self._unreported = self._unreported, 0
-        if reported:
-            log.info("cache reachable again (%d more failed lookups since the last report)", unreported)
-
-
 class Reader:
     """`get(bucket, location)`: the bytes of a file, from the cache when it holds them."""
 
@@ -127,7 +96,9 @@ class Reader:
         self.poll_interval = poll_interval
         self.chunk_size = chunk_size
         self.stats = ReaderStats()
-        self.outages = OutageLog(outage_log_every)
+        self.outages = OutageLog(
+            log, "cache lookup failed, reading from storage", "cache reachable again", outage_log_every
+        )
         self._closers: list[Callable[[], object]] = []  # what `close` releases: only what we built
 
     @classmethod
@@ -209,9 +180,3 @@ class Reader:
 def from_env(env: Mapping[str, str] | None = None, *, wait_inflight: float = 0.0) -> Reader:
     """A reader configured by the CACHETASKS_* variables of `env` (default: the process environment)."""
     return Reader.from_settings(Settings.from_env(os.environ if env is None else env), wait_inflight=wait_inflight)
-
-
-def _describe(exc: BaseException) -> str:
-    """The error's class and first line: redis-py names host and port, never the password."""
-    first = (str(exc).strip().splitlines() or [""])[0][:200]
-    return f"{type(exc).__name__}: {first}"
