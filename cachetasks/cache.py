@@ -12,16 +12,41 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import redis
 
 from .errors import CacheWriteLost
 from .keeper import ClaimKeeper
-from .keys import COLLECT_LOCK, HELD, INFLIGHT, LAST_COLLECT, OWNED, PREFIX, SIZES, SKIP, TMP, inflight_key, skip_key
+from .keys import (
+    COLLECT_LOCK,
+    HELD,
+    INFLIGHT,
+    LAST_COLLECT,
+    OWNED,
+    PREFIX,
+    SIZES,
+    SKIP,
+    TMP,
+    inflight_key,
+    room_key,
+    skip_key,
+)
 from .ledger import Ledger, MemoryGauge
 from .ref import FileRef
 
-__all__ = ["COLLECT_LOCK", "LAST_COLLECT", "PREFIX", "SKIP", "TMP", "Cache", "Scan", "inflight_key", "skip_key"]
+__all__ = [
+    "COLLECT_LOCK",
+    "LAST_COLLECT",
+    "PREFIX",
+    "SKIP",
+    "TMP",
+    "Begun",
+    "Cache",
+    "Scan",
+    "inflight_key",
+    "skip_key",
+]
 
 QUEUED = "queued"
 SCAN_CHUNK = 5000
@@ -73,17 +98,18 @@ end
 return out
 """
 
-# KEYS: cache key, in-flight key, skip key. ARGV: owner, in-flight ms.
+# KEYS: cache key, in-flight key, skip key, room key. ARGV: owner, in-flight ms.
+# Returns {state, bytes needed if known}.
 _BEGIN = """
 local mark = redis.call('GET', KEYS[2])
 local ours = mark == 'queued' or mark == ARGV[1]
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then
   if ours then redis.call('DEL', KEYS[2]) end
-  return redis.call('EXISTS', KEYS[1]) == 1 and 'cached' or 'skipped'
+  return {redis.call('EXISTS', KEYS[1]) == 1 and 'cached' or 'skipped', 0}
 end
-if mark and not ours then return 'busy' end
+if mark and not ours then return {'busy', 0} end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-return 'go'
+return {'go', tonumber(redis.call('GET', KEYS[4]) or 0)}
 """
 
 # KEYS: cache key, in-flight key, SIZES, HELD, OWNED. ARGV: value, ttl seconds, byte limit (0: none), owner.
@@ -128,6 +154,11 @@ redis.call('RENAME', KEYS[1], KEYS[2])
 redis.call('EXPIRE', KEYS[2], ARGV[1])
 return 1
 """
+
+
+class Begun(NamedTuple):
+    state: str  # 'go' (the claim is ours), 'cached', 'skipped' or 'busy'
+    needs: int  # bytes the file needed when it was last skipped for lack of room; 0 if unknown
 
 
 @dataclass
@@ -175,11 +206,11 @@ class Cache:
 
     # -- copy side -------------------------------------------------------------------------
 
-    def begin(self, ref: FileRef, owner: str, *, inflight_ttl: int) -> str:
+    def begin(self, ref: FileRef, owner: str, *, inflight_ttl: int) -> Begun:
         """Take the claim for `owner`: 'go', or why not ('cached', 'skipped', 'busy')."""
-        keys = [ref.key, inflight_key(ref.key), skip_key(ref.key)]
-        answer = self._begin(keys=keys, args=[owner, inflight_ttl * 1000])
-        return answer.decode() if isinstance(answer, bytes) else str(answer)
+        keys = [ref.key, inflight_key(ref.key), skip_key(ref.key), room_key(ref.key)]
+        state, needs = self._begin(keys=keys, args=[owner, inflight_ttl * 1000])
+        return Begun(state.decode() if isinstance(state, bytes) else str(state), int(needs))
 
     def hold(self, ref: FileRef, owner: str, seconds: float, *, client: redis.Redis | None = None) -> bool:
         """Extend `owner`'s claim; False when it is no longer theirs (queued only, on a pipeline)."""
@@ -195,9 +226,17 @@ class Cache:
     def release(self, ref: FileRef, owner: str) -> None:
         self._hold(keys=[inflight_key(ref.key)], args=[owner, 0])
 
-    def remember_skip(self, ref: FileRef, reason: str, seconds: int) -> None:
-        """Do not try `ref` again for `seconds` (missing, too large, refused by Redis)."""
-        self.client.set(skip_key(ref.key), reason, ex=seconds)
+    def remember_skip(self, ref: FileRef, reason: str, seconds: int, *, needs: int = 0, needs_ttl: int = 0) -> None:
+        """Do not try `ref` again for `seconds` (missing, too large, refused by Redis).
+
+        With `needs`, the file was skipped for lack of room: its size is kept `needs_ttl`
+        seconds, so that later tries can tell it still does not fit without opening it.
+        """
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(skip_key(ref.key), reason, ex=seconds)
+            if needs and needs_ttl:
+                pipe.set(room_key(ref.key), needs, ex=needs_ttl)
+            pipe.execute()
 
     def put(self, ref: FileRef, value: bytes, *, ttl: int, limit: int, owner: str) -> str:
         """Store a whole small file, accounted in the ledger, and release `owner`'s claim.

@@ -11,6 +11,7 @@ import redis
 
 from .cache import Cache
 from .errors import CacheWriteLost, FileMissing, FileTooLarge, InvalidAddress, StorageUnavailable
+from .outage import OutageLog
 from .ref import FileRef, address_problem
 from .settings import Settings
 from .storage import Blob, Storage
@@ -34,9 +35,15 @@ class Outcome(enum.StrEnum):
     REFUSED = "refused"  # Redis would not take the value (e.g. out of memory)
 
 
+_LACK_OF_ROOM = (Outcome.CACHE_FULL, Outcome.REDIS_FULL)
+_room_log = OutageLog(
+    log, "files skipped for lack of room in the cache, e.g.", "caching files again after a lack of room"
+)
+
+
 class _Skip(Exception):
-    def __init__(self, outcome: Outcome, reason: str) -> None:
-        self.outcome, self.reason = outcome, reason
+    def __init__(self, outcome: Outcome, reason: str, needs: int = 0) -> None:
+        self.outcome, self.reason, self.needs = outcome, reason, needs  # needs: the bytes it lacked room for
 
 
 def copy_file(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, *, owner: str) -> tuple[Outcome, int]:
@@ -52,20 +59,24 @@ def copy_file(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, 
     if problem:
         log.warning("refused %.200r / %.200r: %s", ref.bucket, ref.location, problem)
         return Outcome.INVALID, 0
-    state = cache.begin(ref, owner, inflight_ttl=settings.inflight_ttl)
+    state, needs = cache.begin(ref, owner, inflight_ttl=settings.inflight_ttl)
     if state != "go":
         return {"cached": Outcome.ALREADY_CACHED, "skipped": Outcome.SKIPPED}.get(state, Outcome.BUSY), 0
     try:
         with cache.keep(ref, owner, settings.inflight_ttl):
-            outcome, size, released = _copy(cache, storage, ref, settings, owner)
+            outcome, size, released = _copy(cache, storage, ref, settings, owner, needs)
     except TRANSIENT:
         raise
     except _Skip as skip:
         outcome, size, released = skip.outcome, 0, False
-        log.warning(
-            "not caching %s: %s: %s (not tried again for %ds)", ref.key, outcome, skip.reason, settings.negative_ttl
-        )
-        cache.remember_skip(ref, outcome.value, settings.negative_ttl)
+        line = f"{ref.key}: {outcome}: {skip.reason} (not tried again for {settings.negative_ttl}s)"
+        if outcome in _LACK_OF_ROOM:  # expected while the cache is full: a line per file, a warning per minute
+            log.info("not caching %s", line)
+            _room_log.failed(line)
+        else:
+            log.warning("not caching %s", line)
+        # A file that lacked room keeps its size for a TTL period: re-checks need not open it.
+        cache.remember_skip(ref, outcome.value, settings.negative_ttl, needs=skip.needs, needs_ttl=settings.ttl)
     except BaseException:
         cache.release(ref, owner)
         raise
@@ -73,12 +84,20 @@ def copy_file(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, 
         cache.release(ref, owner)
     if outcome is Outcome.CACHED:
         log.info("cached %s (%d bytes)", ref.key, size)
+        _room_log.succeeded()
     return outcome, size
 
 
-def _copy(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, owner: str) -> tuple[Outcome, int, bool]:
-    if cache.memory.full(0):
-        raise _Skip(Outcome.REDIS_FULL, "Redis is near its maxmemory")
+def _copy(
+    cache: Cache, storage: Storage, ref: FileRef, settings: Settings, owner: str, needs: int
+) -> tuple[Outcome, int, bool]:
+    # Storage is opened only if there is room: for the size the file needed when last skipped, if known.
+    if cache.memory.full(needs, reserve=False):
+        room = f"{needs} bytes would take Redis" if needs else "Redis is"
+        raise _Skip(Outcome.REDIS_FULL, f"{room} near its maxmemory", needs)
+    limit = settings.max_cache_bytes
+    if needs and limit and cache.ledger.held_bytes() + needs > limit:
+        raise _Skip(Outcome.CACHE_FULL, f"{needs} bytes would pass CACHETASKS_MAX_CACHE_BYTES", needs)
     try:
         with storage.open(ref.bucket, ref.location, chunk_size=settings.chunk_bytes) as blob:
             return _store(cache, blob, ref, settings, owner)
@@ -102,16 +121,16 @@ def _store(cache: Cache, blob: Blob, ref: FileRef, settings: Settings, owner: st
     first, rest = next(chunks, b""), next(chunks, None)
     if rest is None:  # the whole file fits in one chunk: one round trip writes and accounts it
         if cache.memory.full(len(first)):
-            raise _Skip(Outcome.REDIS_FULL, f"{len(first)} bytes would take Redis near its maxmemory")
+            raise _Skip(Outcome.REDIS_FULL, f"{len(first)} bytes would take Redis near its maxmemory", len(first))
         verdict = cache.put(ref, first, ttl=settings.ttl, limit=settings.max_cache_bytes, owner=owner)
         if verdict == "full":
-            raise _Skip(Outcome.CACHE_FULL, f"{len(first)} bytes would pass CACHETASKS_MAX_CACHE_BYTES")
+            raise _Skip(Outcome.CACHE_FULL, f"{len(first)} bytes would pass CACHETASKS_MAX_CACHE_BYTES", len(first))
         return (Outcome.CACHED, len(first), True) if verdict == "stored" else (Outcome.ALREADY_CACHED, 0, True)
     if not cache.ledger.reserve(ref.key, blob.size, limit=settings.max_cache_bytes):
-        raise _Skip(Outcome.CACHE_FULL, f"{blob.size} bytes would pass CACHETASKS_MAX_CACHE_BYTES")
+        raise _Skip(Outcome.CACHE_FULL, f"{blob.size} bytes would pass CACHETASKS_MAX_CACHE_BYTES", blob.size)
     try:
         if cache.memory.full(blob.size):
-            raise _Skip(Outcome.REDIS_FULL, f"{blob.size} bytes would take Redis near its maxmemory")
+            raise _Skip(Outcome.REDIS_FULL, f"{blob.size} bytes would take Redis near its maxmemory", blob.size)
         stored = cache.store(
             ref.key,
             itertools.chain((first, rest), chunks),

@@ -9,6 +9,7 @@ from __future__ import annotations
 PREFIX = "cachetasks:"
 INFLIGHT = PREFIX + "inflight:"  # + cache key; value "queued", or the id of the task copying it
 SKIP = PREFIX + "skip:"  # + cache key; value: why the file is not tried again for a while
+ROOM = PREFIX + "room:"  # + cache key; value: the bytes a file skipped for lack of room needs
 TMP = PREFIX + "tmp:"  # + random; a value being streamed in, renamed into place when complete
 OWNED = PREFIX + "owned"  # sorted set: cache keys this service wrote, scored by expiry (ms)
 SIZES = PREFIX + "sizes"  # hash: cache key -> bytes, for keys in OWNED and reservations
@@ -25,3 +26,7 @@ def inflight_key(key: str) -> str:
 
 def skip_key(key: str) -> str:
     return SKIP + key
+
+
+def room_key(key: str) -> str:
+    return ROOM + key

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 
 class OutageLog:
-    """`failed(exc)` warns at most once per `every` seconds, counting the failures in between;
+    """`failed(exc or detail)` warns at most once per `every` seconds, counting the failures in between;
     the first `succeeded()` after a reported outage logs one INFO line."""
 
     def __init__(
@@ -31,7 +31,7 @@ class OutageLog:
         self._unreported = 0  # failures since the last report
         self._failing = False  # in an outage that was reported
 
-    def failed(self, exc: BaseException) -> None:
+    def failed(self, exc: BaseException | str) -> None:
         with self._lock:
             now = self.clock()
             if self._last_report is not None and now - self._last_report < self.every:
@@ -40,7 +40,8 @@ class OutageLog:
             self._last_report, self._failing = now, True
             earlier, self._unreported = self._unreported, 0
         more = f" ({earlier} more since the last report)" if earlier else ""
-        self.logger.warning("%s: %s%s", self.failing, describe(exc), more)
+        detail = exc if isinstance(exc, str) else describe(exc)
+        self.logger.warning("%s: %s%s", self.failing, detail, more)
 
     def succeeded(self) -> None:
         if not self._failing:  # the common case, without the lock; a stale read only delays the report

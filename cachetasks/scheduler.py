@@ -33,6 +33,7 @@ OUTAGE_LOG_EVERY = 10.0
 
 class Scheduler(RedBeatScheduler):  # type: ignore[misc]  # redbeat ships no type hints
     lock: Any = None  # redis-py's Lock once taken
+
     def __init__(self, app: Celery, **kwargs: Any) -> None:
         self._outages = OutageLog(
             log, "beat cannot reach Redis, retrying every second", "beat reached Redis again", OUTAGE_LOG_EVERY

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 
-from cachetasks.cache import TMP, Cache, Scan, inflight_key
+from cachetasks.cache import TMP, Cache, Scan, inflight_key, skip_key
 from cachetasks.errors import CacheWriteLost
 from cachetasks.ref import FileRef
 from tests.support.servers import RedisServer, wait_until
@@ -119,7 +119,7 @@ def test_unclaim_releases_queued_claims_only(cache: Cache) -> None:
     # Given
     taken = FileRef("kb1", "taken.pdf")
     scan(cache, MISSING, taken)
-    assert cache.begin(taken, "task-1", inflight_ttl=INFLIGHT_TTL) == "go"
+    assert cache.begin(taken, "task-1", inflight_ttl=INFLIGHT_TTL).state == "go"
     # When
     cache.unclaim([MISSING, taken])
     # Expect
@@ -158,10 +158,21 @@ def test_begin_takes_the_claim_or_says_why_not(
     # When
     got = cache.begin(MISSING, "me", inflight_ttl=INFLIGHT_TTL)
     # Expect
-    assert got == answer
+    assert got == (answer, 0)
     assert cache.client.get(inflight_key(MISSING.key)) == after
     if answer == "go":
         assert cache.client.pttl(inflight_key(MISSING.key)) > 10_000, "the claim now lasts inflight_ttl"
+
+
+def test_a_file_skipped_for_lack_of_room_tells_its_size_to_the_next_claim(cache: Cache) -> None:
+    """The size remembered with a skip outlives the skip, and `begin` returns it with the claim."""
+    # Given a file skipped for 1 s for lack of room, needing 256 KiB, remembered for a minute
+    cache.remember_skip(MISSING, "redis-full", 1, needs=256 * 1024, needs_ttl=60)
+    assert cache.begin(MISSING, "me", inflight_ttl=INFLIGHT_TTL) == ("skipped", 0)
+    # When the skip has passed
+    cache.client.delete(skip_key(MISSING.key))
+    # Expect the claim, with the size it needs
+    assert cache.begin(MISSING, "me", inflight_ttl=INFLIGHT_TTL) == ("go", 256 * 1024)
 
 
 def test_release_deletes_only_its_own_claim(cache: Cache) -> None:

@@ -129,7 +129,7 @@ def test_status_reports_what_the_cache_holds_what_waits_and_the_queues(
     with sqlite_engine.begin() as conn:
         insert_document(conn, kb_id="kb1", location="late.txt", created_ms=int((time.time() - 40) * 1000))
         insert_document(conn, kb_id="kb1", location="busy.txt")
-    assert cache.begin(FileRef("kb1", "busy.txt"), "another-copier", inflight_ttl=120) == "go"
+    assert cache.begin(FileRef("kb1", "busy.txt"), "another-copier", inflight_ttl=120).state == "go"
     broker = redis_server.client(0)
     broker.delete(COLLECT_QUEUE, FILES_QUEUE)
     broker.rpush(FILES_QUEUE, "m1", "m2", "m3")
