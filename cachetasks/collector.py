@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+import redis
 import sqlalchemy as sa
 
 from . import catalog
@@ -48,20 +51,44 @@ def collect(
     With an address book (the worker keeps one per process), RAGFlow's query is split into
     the ongoing document ids and their remembered addresses.
     """
-    token = uuid.uuid4().hex
-    lock_ms = int(max(settings.collect_expires, 30) * 1000)
-    if not cache.client.set(COLLECT_LOCK, token, nx=True, px=lock_ms):
-        log.info("collect skipped: another collect is running")
-        return None
-    try:
+    with exclusive(cache.client) as ours:
+        if not ours:
+            log.info("collect skipped: another collect is running")
+            return None
         return _collect(engine, cache, settings, enqueue, addresses)
+
+
+LOCK_SECONDS = 10  # renewed every third of it while a collect runs: a dead worker's lock passes in 10 s
+_EXTEND = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+@contextlib.contextmanager
+def exclusive(client: redis.Redis, seconds: int = LOCK_SECONDS) -> Iterator[bool]:
+    """Hold the collect lock while the block runs, however long it takes; yields False if it is taken."""
+    token, ms = uuid.uuid4().hex, seconds * 1000
+    if not client.set(COLLECT_LOCK, token, nx=True, px=ms):
+        yield False
+        return
+    done = threading.Event()
+
+    def renew() -> None:
+        while not done.wait(seconds / 3):
+            try:
+                if not client.eval(_EXTEND, 1, COLLECT_LOCK, token, ms):
+                    log.warning("the collect lock was lost: another collect may run alongside this one")
+                    return
+            except redis.RedisError as exc:
+                log.debug("could not renew the collect lock: %s", type(exc).__name__)
+
+    renewer = threading.Thread(target=renew, name="cachetasks-collect-lock", daemon=True)
+    renewer.start()
+    try:
+        yield True
     finally:
-        cache.client.eval(
-            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-            1,
-            COLLECT_LOCK,
-            token,
-        )
+        done.set()
+        renewer.join()
+        client.eval(_RELEASE, 1, COLLECT_LOCK, token)
 
 
 def _collect(

@@ -156,11 +156,6 @@ def _wait_for_queue_without_overlapping_collects(
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-@pytest.mark.xfail(
-    strict=False,  # it fails whenever the collect outlasts the lock, which depends on the machine's load
-    reason="the collect lock lasts 30 s and is not renewed; enqueueing 100,000 copies can take longer (about a "
-    "minute here), and then later collects run alongside it in the same worker and starve it",
-)
 def test_a_hundred_thousand_ongoing_rows_are_enqueued_once_by_collects_that_never_overlap(
     env: dict[str, str], pg_engine: sa.Engine, pg_url: str, redis_server: RedisServer, cache: Cache, processes: Start
 ) -> None:

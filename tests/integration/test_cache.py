@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import redis
 
-from cachetasks.cache import TMP, Cache, Scan, inflight_key, skip_key
+from cachetasks import collector
+from cachetasks.cache import COLLECT_LOCK, TMP, Cache, Scan, inflight_key, skip_key
 from cachetasks.errors import CacheWriteLost
 from cachetasks.ref import FileRef
 from tests.support.servers import RedisServer, wait_until
@@ -374,3 +375,33 @@ def test_a_temporary_key_evicted_mid_stream_never_publishes_a_truncated_value(sm
     whole_or_nothing = value in (None, b"".join(chunks))
     assert whole_or_nothing, f"cached {len(value or b'')} of {len(b''.join(chunks))} bytes"
     assert size == (None if value is None else len(value))
+
+
+# -- the collect lock -------------------------------------------------------------------------------
+
+
+def test_the_collect_lock_is_renewed_for_as_long_as_the_collect_runs_and_released_after(cache: Cache) -> None:
+    """A 1 s lock held for 2.5 s stays taken throughout, keeps a second collect out, and is gone afterwards."""
+    # Given / When a collect holds a 1 s lock for 2.5 s
+    with collector.exclusive(cache.client, seconds=1) as ours:
+        assert ours
+        for _ in range(5):
+            time.sleep(0.5)
+            # Expect the lock still there, and a second collect kept out
+            assert cache.client.pttl(COLLECT_LOCK) > 0
+            with collector.exclusive(cache.client, seconds=1) as second:
+                assert not second
+    # Expect it released
+    assert not cache.client.exists(COLLECT_LOCK)
+
+
+def test_a_lock_taken_over_after_it_lapsed_is_neither_renewed_nor_released_by_its_old_holder(cache: Cache) -> None:
+    """When another collect holds the lock now, the first one's renewal and release leave it alone."""
+    # Given a collect whose lock lapsed and was taken by another
+    with collector.exclusive(cache.client, seconds=1) as ours:
+        assert ours
+        cache.client.set(COLLECT_LOCK, "another", px=60_000)
+        time.sleep(0.5)
+    # Expect the other's lock untouched
+    assert cache.client.get(COLLECT_LOCK) == b"another"
+    assert cache.client.pttl(COLLECT_LOCK) > 59_000
