@@ -26,6 +26,8 @@ except _ConfigError as _exc:
 _s = cachetasks_settings
 
 broker_url = _s.broker_url
+if broker_url.startswith("redis://"):  # TLS and Sentinel URLs keep kombu's own transport
+    broker_transport = "cachetasks.broker:Transport"
 broker_connection_retry_on_startup = True
 # No retry_on_timeout: kombu pipelines a batch of publishes only when a timed-out command is never replayed.
 broker_transport_options = {

@@ -14,6 +14,7 @@ from celery.utils.time import get_exponential_backoff_interval
 from . import collector, copier, metrics, resources
 from .celeryapp import app, settings
 from .copier import TRANSIENT
+from .enqueue import publish_many
 from .errors import CatalogError
 from .ref import FileRef
 
@@ -56,7 +57,5 @@ def cache_file(self: Task[Any, Any], bucket: str, location: str) -> str:
 
 
 def enqueue_copies(refs: Sequence[FileRef]) -> None:
-    """Publish one `cache_file` per ref, pipelined through one producer."""
-    with app.producer_or_acquire() as producer, producer.batch():
-        for ref in refs:
-            cache_file.apply_async((ref.bucket, ref.location), producer=producer)
+    """Publish one `cache_file(bucket, location)` per ref, pipelined through one producer."""
+    publish_many(app, cache_file.name, ((ref.bucket, ref.location) for ref in refs))
