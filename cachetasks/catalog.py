@@ -92,9 +92,26 @@ def ongoing_query(since_ms: int, *, first_seen: bool = False) -> sa.Select[*tupl
 
 
 def ongoing_documents_query(since_ms: int) -> sa.Select[tuple[str]]:
-    """The ids of the ongoing documents: the ongoing query without the address joins."""
+    """The ids of the ongoing documents: the ongoing query without the address joins.
+
+    The task filter runs first, materialized on PostgreSQL: without statistics (new or
+    unanalyzed tables, a burst of new tasks) the planner otherwise picks a nested loop that
+    scans the create_time index once per document, a second for 10,000 new tasks.
+    """
     t, d = schema.task, schema.document
-    return sa.select(t.c.doc_id).select_from(t).join(d, t.c.doc_id == d.c.id).where(*_ongoing(since_ms)).distinct()
+    recent = (
+        sa.select(t.c.doc_id)
+        .where(t.c.progress < 1, t.c.create_time >= since_ms)
+        .cte("recent_task")
+        .prefix_with("MATERIALIZED", dialect="postgresql")
+    )
+    return (
+        sa.select(recent.c.doc_id)
+        .select_from(recent)
+        .join(d, recent.c.doc_id == d.c.id)
+        .where(d.c.status == "1", d.c.run == "1", d.c.type != "virtual")
+        .distinct()
+    )
 
 
 def addresses_query() -> sa.Select[tuple[str, str, str]]:
