@@ -19,7 +19,7 @@ from pathlib import Path
 from bench import limit
 from bench.lab import REPO, Lab, clear_documents, file_name, insert_documents, lab, put_local, put_s3
 from bench.measure import CpuMeter, Summary, cpu_line, header, median, median_cpu, note, ratio, table, verdict
-from cachetasks.settings import Settings
+from cachetasks.settings import COLLECT_QUEUE, FILES_QUEUE, Settings
 from tests.support.servers import stop_process, wait_until
 
 CONCURRENCY = Settings().concurrency  # the shipped default the service runs with
@@ -63,15 +63,27 @@ class Figures:
         return self.bytes / self.median_s / 1e6 if unit == "MB/s" else per_second
 
 
+# How the service's processes are laid out: the plain command (one worker consuming both queues),
+# or the Procfile's (a files worker and a collector of its own), with one or more files workers.
+LAYOUTS = ("plain", "procfile", "procfile-2")
+
+
 def main(scenario: Scenario) -> None:
     parser = argparse.ArgumentParser(description=f"Scenario {scenario.number}: {scenario.title}")
     parser.add_argument("--runs", type=int, default=scenario.runs, help="runs per figure (median)")
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="procfile",
+        help="plain: one `celery worker` for both queues; procfile: files worker + collector (the Procfile); "
+        "procfile-2: two files workers + collector",
+    )
     args = parser.parse_args()
     scenario.runs = args.runs
-    run(scenario)
+    run(scenario, layout=args.layout)
 
 
-def run(sc: Scenario) -> None:
+def run(sc: Scenario, *, layout: str = "procfile") -> None:
     header(sc.number, sc.title, sc.runs)
     for line in sc.notes:
         note(line)
@@ -94,7 +106,7 @@ def run(sc: Scenario) -> None:
         results = [
             _limit(the_lab, sc, bucket, names, endpoint, pids),
             _original(the_lab, sc, bucket, names, endpoint, pids),
-            _service(the_lab, sc, bucket, names, endpoint, pids),
+            _service(the_lab, sc, bucket, names, endpoint, pids, layout),
         ]
     _report(sc, results)
 
@@ -180,12 +192,20 @@ def wait_original_idle(status: Path, *, timeout: float = 120) -> None:
 
 
 def _service(
-    lab_: Lab, sc: Scenario, bucket: str, names: list[str], endpoint: str | None, pids: dict[str, int]
+    lab_: Lab, sc: Scenario, bucket: str, names: list[str], endpoint: str | None, pids: dict[str, int], layout: str
 ) -> Figures:
     procs = lab_.processes(lab_.env(sc.storage, s3_endpoint=endpoint), f"s{sc.number}")
-    worker, beat = procs.worker(), procs.beat()
-    figures = Figures(f"service (threads x {CONCURRENCY})", len(names), len(names) * sc.size)
-    meter = CpuMeter({**pids, "worker": worker.pid, "beat": beat.pid}, database=lab_.pg_name)
+    if layout == "plain":
+        workers = {"worker": procs.worker().pid}
+        name = f"service (plain worker, threads x {CONCURRENCY})"
+    else:
+        count = 2 if layout == "procfile-2" else 1
+        workers = {f"files{i}": procs.worker(f"files{i}", "-Q", FILES_QUEUE).pid for i in range(count)}
+        workers["collector"] = procs.worker("collector", "-Q", COLLECT_QUEUE, "--pool", "solo").pid
+        name = f"service ({count} x files worker, threads x {CONCURRENCY}, + collector)"
+    beat = procs.beat()
+    figures = Figures(name, len(names), len(names) * sc.size)
+    meter = CpuMeter({**pids, **workers, "beat": beat.pid}, database=lab_.pg_name)
     try:
         lab_.wait_collects(1, timeout=60)
         for _ in range(sc.runs):
