@@ -119,32 +119,25 @@ def _store(cache: Cache, blob: Blob, ref: FileRef, settings: Settings, owner: st
         raise FileTooLarge(ref.bucket, ref.location, f"{blob.size} bytes is over the limit of {limit}")
     chunks = _bounded(blob.chunks, ref, limit)
     first, rest = next(chunks, b""), next(chunks, None)
-    if rest is None:  # the whole file fits in one chunk: one round trip writes and accounts it
-        if cache.memory.full(len(first)):
-            raise _Skip(Outcome.REDIS_FULL, f"{len(first)} bytes would take Redis near its maxmemory", len(first))
-        verdict = cache.put(ref, first, ttl=settings.ttl, limit=settings.max_cache_bytes, owner=owner)
-        if verdict == "full":
-            raise _Skip(Outcome.CACHE_FULL, f"{len(first)} bytes would pass CACHETASKS_MAX_CACHE_BYTES", len(first))
-        return (Outcome.CACHED, len(first), True) if verdict == "stored" else (Outcome.ALREADY_CACHED, 0, True)
-    if not cache.ledger.reserve(ref.key, blob.size, limit=settings.max_cache_bytes):
-        raise _Skip(Outcome.CACHE_FULL, f"{blob.size} bytes would pass CACHETASKS_MAX_CACHE_BYTES", blob.size)
+    size = len(first) if rest is None else blob.size
+    if cache.memory.full(size):
+        raise _Skip(Outcome.REDIS_FULL, f"{size} bytes would take Redis near its maxmemory", size)
+    budget = settings.max_cache_bytes
+    if budget and not cache.ledger.reserve(ref.key, size, limit=budget):
+        raise _Skip(Outcome.CACHE_FULL, f"{size} bytes would pass CACHETASKS_MAX_CACHE_BYTES", size)
     try:
-        if cache.memory.full(blob.size):
-            raise _Skip(Outcome.REDIS_FULL, f"{blob.size} bytes would take Redis near its maxmemory", blob.size)
-        stored = cache.store(
-            ref.key,
-            itertools.chain((first, rest), chunks),
-            ttl=settings.ttl,
-            tmp_ttl=settings.inflight_ttl,
-        )
+        if rest is None:  # the whole file in one chunk: one SET
+            stored = cache.put(ref.key, first, ttl=settings.ttl)
+        else:
+            stored = cache.store(
+                ref.key, itertools.chain((first, rest), chunks), ttl=settings.ttl, tmp_ttl=settings.inflight_ttl
+            )
     except BaseException:
-        cache.ledger.cancel(ref.key)
+        if budget:
+            cache.ledger.cancel(ref.key)
         raise
-    if stored is None:
-        cache.ledger.cancel(ref.key)
-        return Outcome.ALREADY_CACHED, 0, False
-    cache.ledger.commit(ref.key, settings.ttl)
-    return Outcome.CACHED, stored, False
+    cache.settle(ref, owner, stored=stored, ttl=settings.ttl)
+    return (Outcome.CACHED, stored, True) if stored is not None else (Outcome.ALREADY_CACHED, 0, True)
 
 
 def _bounded(chunks: Iterator[bytes], ref: FileRef, limit: int) -> Iterator[bytes]:

@@ -40,9 +40,6 @@ return 1
 """
 )
 
-# KEYS: OWNED. ARGV: key, ttl ms.
-_COMMIT = _NOW + "return redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])"
-
 # Shared by the scripts below: drop key k from the ledger (KEYS: SIZES, HELD, OWNED).
 _DROP = """
 local function drop(k)
@@ -95,11 +92,32 @@ return dropped
 )
 
 
+# KEYS: SIZES, HELD, OWNED, in-flight key. ARGV: key, bytes stored (-1: none), ttl ms, owner.
+# Accounts a written key (committing its reservation, if any) or drops a reservation that
+# wrote nothing, then releases the owner's claim: the end of every copy, in one round trip.
+_SETTLE = (
+    _NOW
+    + _DROP
+    + """
+local key, size = ARGV[1], tonumber(ARGV[2])
+if size >= 0 then
+  local old = tonumber(redis.call('HGET', KEYS[1], key) or 0)
+  redis.call('HSET', KEYS[1], key, size)
+  redis.call('INCRBY', KEYS[2], size - old)
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), key)
+elseif tonumber(redis.call('ZSCORE', KEYS[3], key) or 0) < 0 then
+  drop(key)
+end
+if redis.call('GET', KEYS[4]) == ARGV[4] then redis.call('DEL', KEYS[4]) end
+"""
+)
+
+
 class Ledger:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self._reserve = client.register_script(_RESERVE)
-        self._commit = client.register_script(_COMMIT)
+        self._settle = client.register_script(_SETTLE)
         self._forget = client.register_script(_FORGET)
         self._prune = client.register_script(_PRUNE)
 
@@ -107,9 +125,10 @@ class Ledger:
         """Count `size` bytes for `key` unless that would pass `limit`; False if it would."""
         return bool(self._reserve(keys=[SIZES, HELD, OWNED], args=[key, size, limit or 0, RESERVATION_MS]))
 
-    def commit(self, key: str, ttl: int) -> None:
-        """`key` is now in Redis, written by this service, until its TTL ends."""
-        self._commit(keys=[OWNED], args=[key, ttl * 1000])
+    def settle(self, key: str, stored: int | None, *, ttl: int, inflight: str, owner: str) -> None:
+        """Account `stored` bytes written at `key` (None: nothing written) and release `owner`'s claim."""
+        size = -1 if stored is None else stored
+        self._settle(keys=[SIZES, HELD, OWNED, inflight], args=[key, size, ttl * 1000, owner])
 
     def cancel(self, key: str) -> None:
         """Drop a reservation whose copy did not write the key."""
