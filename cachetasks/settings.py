@@ -34,7 +34,7 @@ class Settings:
     ongoing_window: int = 600
     ongoing_sql: str | None = None
     max_file_bytes: int = 128 * MiB
-    chunk_bytes: int = 1 * MiB
+    chunk_bytes: int = 4 * MiB
     inflight_ttl: int = 30
     negative_ttl: int = 60
     db_connect_timeout: float = 5.0
