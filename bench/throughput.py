@@ -63,9 +63,10 @@ class Figures:
         return self.bytes / self.median_s / 1e6 if unit == "MB/s" else per_second
 
 
-# How the service's processes are laid out: the plain command (one worker consuming both queues),
-# or the Procfile's (a files worker and a collector of its own), with one or more files workers.
-LAYOUTS = ("plain", "procfile", "procfile-2")
+# How the service's processes are laid out: the Procfile's (files workers, a collector of its own
+# and beat) or the plain command (one worker consuming both queues, and beat).
+LAYOUTS = ("procfile", "plain")
+PROCFILE_FILES_WORKERS = 2  # the Procfile's worker and worker2
 
 
 def main(scenario: Scenario) -> None:
@@ -75,15 +76,18 @@ def main(scenario: Scenario) -> None:
         "--layout",
         choices=LAYOUTS,
         default="procfile",
-        help="plain: one `celery worker` for both queues; procfile: files worker + collector (the Procfile); "
-        "procfile-2: two files workers + collector",
+        help="procfile: files workers + collector, as the Procfile runs them; plain: one `celery worker` for both "
+        "queues",
+    )
+    parser.add_argument(
+        "--files-workers", type=int, default=PROCFILE_FILES_WORKERS, help="files worker processes (procfile layout)"
     )
     args = parser.parse_args()
     scenario.runs = args.runs
-    run(scenario, layout=args.layout)
+    run(scenario, layout=args.layout, files_workers=args.files_workers)
 
 
-def run(sc: Scenario, *, layout: str = "procfile") -> None:
+def run(sc: Scenario, *, layout: str = "procfile", files_workers: int = PROCFILE_FILES_WORKERS) -> None:
     header(sc.number, sc.title, sc.runs)
     for line in sc.notes:
         note(line)
@@ -106,7 +110,7 @@ def run(sc: Scenario, *, layout: str = "procfile") -> None:
         results = [
             _limit(the_lab, sc, bucket, names, endpoint, pids),
             _original(the_lab, sc, bucket, names, endpoint, pids),
-            _service(the_lab, sc, bucket, names, endpoint, pids, layout),
+            _service(the_lab, sc, bucket, names, endpoint, pids, layout, files_workers),
         ]
     _report(sc, results)
 
@@ -192,14 +196,20 @@ def wait_original_idle(status: Path, *, timeout: float = 120) -> None:
 
 
 def _service(
-    lab_: Lab, sc: Scenario, bucket: str, names: list[str], endpoint: str | None, pids: dict[str, int], layout: str
+    lab_: Lab,
+    sc: Scenario,
+    bucket: str,
+    names: list[str],
+    endpoint: str | None,
+    pids: dict[str, int],
+    layout: str,
+    count: int,
 ) -> Figures:
     procs = lab_.processes(lab_.env(sc.storage, s3_endpoint=endpoint), f"s{sc.number}")
     if layout == "plain":
         workers = {"worker": procs.worker().pid}
         name = f"service (plain worker, threads x {CONCURRENCY})"
     else:
-        count = 2 if layout == "procfile-2" else 1
         workers = {f"files{i}": procs.worker(f"files{i}", "-Q", FILES_QUEUE).pid for i in range(count)}
         workers["collector"] = procs.worker("collector", "-Q", COLLECT_QUEUE, "--pool", "solo").pid
         name = f"service ({count} x files worker, threads x {CONCURRENCY}, + collector)"

@@ -142,6 +142,17 @@ def test_files_and_collect_queues_have_their_own_workers() -> None:
     assert (option(collector, "-Q", "--queues"), option(collector, "-P", "--pool")) == ("cachetasks.collect", "solo")
 
 
+def test_compose_runs_as_many_files_workers_as_the_procfile_each_with_a_node_name_of_its_own() -> None:
+    """The Procfile's files workers differ only in their node names; compose runs as many replicas."""
+    files = {name: shlex.split(line) for name, line in procfile().items() if "cachetasks.files" in line.split()}
+    nodes = [option(tokens, "-n", "--hostname") for tokens in files.values()]
+    without_nodes = {" ".join(t for t in tokens if t not in nodes) for tokens in files.values()}
+
+    assert sorted(files) == ["worker", "worker2"]
+    assert len(set(nodes)) == len(nodes) and len(without_nodes) == 1
+    assert services()["worker"]["deploy"]["replicas"] == len(files)
+
+
 def test_exactly_one_beat_and_no_beat_inside_a_worker() -> None:
     """One beat process in each file, and no worker embeds a scheduler with -B."""
     everything = [*procfile().values(), *(" ".join(command(s)) for s in services().values() if "command" in s)]
