@@ -64,24 +64,23 @@ def copy_file(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, 
         return {"cached": Outcome.ALREADY_CACHED, "skipped": Outcome.SKIPPED}.get(state, Outcome.BUSY), 0
     try:
         with cache.keep(ref, owner, settings.inflight_ttl):
-            outcome, size, released = _copy(cache, storage, ref, settings, owner, needs)
+            outcome, size = _copy(cache, storage, ref, settings, owner, needs)  # its end releases the claim
     except TRANSIENT:
         raise
     except _Skip as skip:
-        outcome, size, released = skip.outcome, 0, False
-        line = f"{ref.key}: {outcome}: {skip.reason} (not tried again for {settings.negative_ttl}s)"
-        if outcome in _LACK_OF_ROOM:  # expected while the cache is full: a line per file, a warning per minute
+        line = f"{ref.key}: {skip.outcome}: {skip.reason} (not tried again for {settings.negative_ttl}s)"
+        if skip.outcome in _LACK_OF_ROOM:  # expected while the cache is full: a line per file, a warning per minute
             log.info("not caching %s", line)
             _room_log.failed(line)
         else:
             log.warning("not caching %s", line)
         # A file that lacked room keeps its size for a TTL period: re-checks need not open it.
-        cache.remember_skip(ref, outcome.value, settings.negative_ttl, needs=skip.needs, needs_ttl=settings.ttl)
+        cache.remember_skip(ref, skip.outcome.value, settings.negative_ttl, needs=skip.needs, needs_ttl=settings.ttl)
+        cache.release(ref, owner)
+        return skip.outcome, 0
     except BaseException:
         cache.release(ref, owner)
         raise
-    if not released:
-        cache.release(ref, owner)
     if outcome is Outcome.CACHED:
         log.info("cached %s (%d bytes)", ref.key, size)
         _room_log.succeeded()
@@ -90,7 +89,7 @@ def copy_file(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, 
 
 def _copy(
     cache: Cache, storage: Storage, ref: FileRef, settings: Settings, owner: str, needs: int
-) -> tuple[Outcome, int, bool]:
+) -> tuple[Outcome, int]:
     # Storage is opened only if there is room: for the size the file needed when last skipped, if known.
     if cache.memory.full(needs, reserve=False):
         room = f"{needs} bytes would take Redis" if needs else "Redis is"
@@ -112,8 +111,8 @@ def _copy(
         raise _Skip(Outcome.REFUSED, str(exc).split("\n")[0][:120]) from None
 
 
-def _store(cache: Cache, blob: Blob, ref: FileRef, settings: Settings, owner: str) -> tuple[Outcome, int, bool]:
-    """Write the blob; the bool says whether the claim was released on the way."""
+def _store(cache: Cache, blob: Blob, ref: FileRef, settings: Settings, owner: str) -> tuple[Outcome, int]:
+    """Write the blob, account it and release the claim."""
     limit = settings.max_file_bytes
     if blob.size > limit:
         raise FileTooLarge(ref.bucket, ref.location, f"{blob.size} bytes is over the limit of {limit}")
@@ -137,7 +136,7 @@ def _store(cache: Cache, blob: Blob, ref: FileRef, settings: Settings, owner: st
             cache.ledger.cancel(ref.key)
         raise
     cache.settle(ref, owner, stored=stored, ttl=settings.ttl)
-    return (Outcome.CACHED, stored, True) if stored is not None else (Outcome.ALREADY_CACHED, 0, True)
+    return (Outcome.CACHED, stored) if stored is not None else (Outcome.ALREADY_CACHED, 0)
 
 
 def _bounded(chunks: Iterator[bytes], ref: FileRef, limit: int) -> Iterator[bytes]:

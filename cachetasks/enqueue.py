@@ -20,8 +20,8 @@ from celery.utils import uuid
 from celery.utils.saferepr import saferepr
 
 
-def publish_many(app: Celery, task_name: str, calls: Iterable[Sequence[Any]]) -> int:
-    """Publish one message of `task_name` per argument tuple in `calls`; returns how many."""
+def publish_many(app: Celery, task_name: str, calls: Iterable[Sequence[Any]]) -> None:
+    """Publish one message of `task_name` per argument tuple in `calls`."""
     task = app.tasks[task_name]
     queue = app.amqp.router.route({}, task_name, None, None, task)["queue"]
     parent = app.current_worker_task  # collect, when run by a worker: its id becomes the parent's
@@ -40,7 +40,6 @@ def publish_many(app: Celery, task_name: str, calls: Iterable[Sequence[Any]]) ->
     )
     headers, properties, (_, kwargs, embed) = template.headers, template.properties, template.body
     maxsize = app.amqp.argsrepr_maxsize
-    published = 0
     with app.producer_or_acquire() as producer, producer.batch():
         for call in calls:
             args = tuple(call)
@@ -53,5 +52,3 @@ def publish_many(app: Celery, task_name: str, calls: Iterable[Sequence[Any]]) ->
                 headers={**headers, "id": task_id, "root_id": root_id or task_id, "argsrepr": saferepr(args, maxsize)},
                 **{**properties, "correlation_id": task_id},
             )
-            published += 1
-    return published
