@@ -196,7 +196,8 @@ def test_a_hundred_thousand_ongoing_rows_are_enqueued_once_by_collects_that_neve
     try:
         # Expect the collects to claim and enqueue a copy of each, once, one collect at a time
         _wait_for_queue_without_overlapping_collects(cache.client, broker, 100_000, timeout=100)
-        assert report()["ongoing"] == 100_000
+        # (the queue can fill before that collect, pruning the ledger after its enqueue, has written its report)
+        wait_until(lambda: report().get("ongoing") == 100_000, timeout=30, interval=0.1, what="that collect's report")
         # and the next cycles to see them in flight, quickly, enqueueing nothing more
         wait_until(lambda: report().get("in_flight") == 100_000, timeout=60, interval=0.5, what="a later collect")
         later = report()
