@@ -27,7 +27,7 @@ _s = cachetasks_settings
 
 broker_url = _s.broker_url
 if broker_url.startswith("redis://"):  # TLS and Sentinel URLs keep kombu's own transport
-    broker_transport = "cachetasks.broker:Transport"
+    broker_transport = "cachetasks.celery.broker:Transport"
 broker_connection_retry_on_startup = True
 # No retry_on_timeout: kombu pipelines a batch of publishes only when a timed-out command is never replayed.
 broker_transport_options = {
@@ -67,7 +67,7 @@ worker_concurrency = _s.concurrency
 worker_prefetch_multiplier = 1
 task_acks_late = False  # a lost copy is re-created by the next collect once its claim expires
 # Reconnect to the broker every second after an outage, not with Celery's backoff to 30 s.
-worker_consumer = "cachetasks.consumer:Consumer"
+worker_consumer = "cachetasks.celery.consumer:Consumer"
 # Acks are early, so there is nothing to cancel; set to silence Celery's warning at every lost connection.
 worker_cancel_long_running_tasks_on_connection_loss = True
 
@@ -81,7 +81,7 @@ beat_schedule = {
 }
 # RedBeat keeps the schedule in Redis behind a lock: a second beat (on another machine) waits
 # as a standby and takes over within redbeat_lock_timeout of the active one dying.
-beat_scheduler = "cachetasks.scheduler:Scheduler"
+beat_scheduler = "cachetasks.celery.scheduler:Scheduler"
 # The password goes in the options, which Celery masks when it shows its configuration.
 redbeat_redis_url, redbeat_redis_options = _split_credentials(_s.broker_url)
 redbeat_key_prefix = "cachetasks:redbeat:"

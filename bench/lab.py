@@ -26,8 +26,9 @@ import botocore.config
 import redis
 import sqlalchemy as sa
 
-from cachetasks import catalog, schema
+from cachetasks import catalog
 from cachetasks.cache import LAST_COLLECT
+from cachetasks.catalog import schema
 from cachetasks.settings import FILES_QUEUE
 from tests.support.servers import RedisServer, S3Server, free_port, postgres_database, stop_process, wait_until
 from tests.support.service import REPO as REPO

@@ -24,7 +24,8 @@ import sqlalchemy as sa
 from bench import original
 from bench.lab import Lab, file_name, insert_documents, lab
 from bench.measure import CpuMeter, Summary, cpu_line, header, median, median_cpu, note, ratio, table, verdict
-from cachetasks import catalog, collector, resources, schema
+from cachetasks import catalog, collector, resources
+from cachetasks.catalog import schema
 from cachetasks.ref import FileRef
 from cachetasks.settings import Settings
 

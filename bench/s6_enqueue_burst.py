@@ -3,7 +3,7 @@
 End to end: beat and a worker that consumes only the collect queue (no copies run, so the
 queue keeps every message); the clock starts when the rows are committed and stops when the
 files queue holds 10,000 messages. In-process: one `collector.collect` call with the real
-`cachetasks.tasks.enqueue_copies` against the private broker, and `enqueue_copies` alone.
+`cachetasks.celery.tasks.enqueue_copies` against the private broker, and `enqueue_copies` alone.
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ def main() -> None:
 
         # In-process: the same collect, the real enqueue function, the same broker.
         os.environ.update(env)
-        from cachetasks import app, collector, resources, tasks
+        from cachetasks import app, collector, resources
+        from cachetasks.celery import tasks
 
         settings = Settings.from_env(env)
         assert app.conf.broker_url == env["CELERY_BROKER_URL"], "the app must publish to the private broker"

@@ -13,8 +13,8 @@ __all__ = ["app"]
 
 def __getattr__(name: str) -> Any:
     if name == "app":
-        from . import tasks  # noqa: F401 -- registers the tasks with the app
-        from .celeryapp import app
+        from .celery import tasks  # noqa: F401 -- registers the tasks with the app
+        from .celery.app import app
 
         return app
     raise AttributeError(f"module 'cachetasks' has no attribute {name!r}")

@@ -35,7 +35,7 @@ from typing import cast
 import redis
 
 from . import storage as storages
-from .keys import inflight_key
+from .cache.keys import inflight_key
 from .outage import OutageLog
 from .ref import cache_key
 from .resources import make_redis

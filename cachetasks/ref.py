@@ -1,12 +1,11 @@
-"""A file's storage address, and the cache key readers look it up by."""
+"""A file's storage address, the cache key readers look it up by, and the prefix no address may take."""
 
 from __future__ import annotations
 
 import re
 from typing import NamedTuple
 
-from .keys import PREFIX
-
+PREFIX = "cachetasks:"  # the service's own keys live under it; no bucket may start with it
 MAX_PART_BYTES = 1024
 _PARENT = re.compile(r"(^|[/\\])\.\.($|[/\\])")
 _HOLLOW = re.compile(r"//|/$|(^|/)\.(/|$)")

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from . import catalog, storage
 from .cache import Cache
-from .metrics import CopyRecorder
+from .ops.metrics import CopyRecorder
 from .settings import Settings
 
 

@@ -16,8 +16,9 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from cachetasks import catalog, schema, storage
+from cachetasks import catalog, storage
 from cachetasks.cache import Cache
+from cachetasks.catalog import schema
 from cachetasks.settings import Settings
 from tests.support.proxy import S3Proxy
 from tests.support.servers import RedisServer, S3Server, postgres_database

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from cachetasks.cache import Cache
-from cachetasks.demo import LinkedFile, insert_document
+from cachetasks.ops.demo import LinkedFile, insert_document
 from tests.support.e2e import backend_settings, put_s3, start_service, wait_for_collects
 from tests.support.proxy import S3Proxy
 from tests.support.servers import wait_until

@@ -15,8 +15,8 @@ import redis
 import sqlalchemy as sa
 
 from cachetasks.cache import Cache
-from cachetasks.demo import insert_document
-from cachetasks.keys import COLLECT_LOCK, LAST_COLLECT, LAST_REPORT, skip_key
+from cachetasks.cache.keys import COLLECT_LOCK, LAST_COLLECT, LAST_REPORT, skip_key
+from cachetasks.ops.demo import insert_document
 from cachetasks.settings import COLLECT_QUEUE, FILES_QUEUE
 from tests.support.e2e import put_local, put_s3, start_service, wait_for_collects, warnings_in
 from tests.support.messages import publish_raw, send_tasks, task_headers

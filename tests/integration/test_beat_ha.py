@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from cachetasks.cache import Cache
-from cachetasks.demo import insert_document
+from cachetasks.ops.demo import insert_document
 from tests.support.e2e import put_local
 from tests.support.servers import wait_until
 from tests.support.service import Processes

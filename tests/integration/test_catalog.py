@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from cachetasks import catalog, schema
-from cachetasks.demo import LinkedFile, insert_document
+from cachetasks import catalog
+from cachetasks.catalog import schema
 from cachetasks.errors import CatalogError
+from cachetasks.ops.demo import LinkedFile, insert_document
 from cachetasks.ref import FileRef
 
 WINDOW = 600

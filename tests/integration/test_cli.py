@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy as sa
 
 from cachetasks.cache import Cache
-from cachetasks.demo import insert_document
-from cachetasks.keys import skip_key
+from cachetasks.cache.keys import skip_key
+from cachetasks.ops.demo import insert_document
 from cachetasks.ref import FileRef
 from cachetasks.settings import COLLECT_QUEUE, FILES_QUEUE
 from tests.support.e2e import local_root, put_local, start_service

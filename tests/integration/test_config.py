@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from cachetasks.cache import Cache
-from cachetasks.demo import insert_document
+from cachetasks.ops.demo import insert_document
 from tests.support.e2e import put_local, start_service, wait_for_collects
 from tests.support.servers import stop_process, wait_until
 from tests.support.service import CELERY, REPO, Processes, service_env

@@ -10,8 +10,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from cachetasks.cache import Cache
-from cachetasks.demo import LinkedFile, insert_document
-from cachetasks.keys import TMP
+from cachetasks.cache.keys import TMP
+from cachetasks.ops.demo import LinkedFile, insert_document
 from tests.support.e2e import put_local, put_s3, start_service, wait_for_collects
 from tests.support.proxy import Fault, S3Proxy
 from tests.support.servers import wait_until

@@ -14,7 +14,7 @@ from tests.support.service import REPO, service_env
 
 PUBLISH = """
 from cachetasks.ref import FileRef
-from cachetasks.tasks import cache_file, enqueue_copies
+from cachetasks.celery.tasks import cache_file, enqueue_copies
 cache_file.apply_async(("kb0", "by apply_async.pdf"))
 enqueue_copies([FileRef("kb1", "a.pdf"), FileRef("kb2", "dir/ü b.pdf")])
 """

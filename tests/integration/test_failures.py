@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from cachetasks.cache import Cache
-from cachetasks.demo import insert_document
+from cachetasks.ops.demo import insert_document
 from tests.support.e2e import (
     backend_settings,
     local_root,

@@ -20,8 +20,8 @@ import redis
 import sqlalchemy as sa
 
 from cachetasks.cache import Cache
-from cachetasks.demo import insert_document
-from cachetasks.keys import TMP, inflight_key
+from cachetasks.cache.keys import TMP, inflight_key
+from cachetasks.ops.demo import insert_document
 from cachetasks.settings import COLLECT_QUEUE
 from tests.support.e2e import put_local, put_s3, start_service, wait_for_collects, warnings_in
 from tests.support.observe import Poller, between, keys_matching, log_lines, problems

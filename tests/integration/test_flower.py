@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from cachetasks.cache import Cache
-from cachetasks.demo import insert_document
+from cachetasks.ops.demo import insert_document
 from tests.conftest import IN_CI
 from tests.support.e2e import put_local, start_service
 from tests.support.servers import free_port, wait_until

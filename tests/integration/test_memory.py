@@ -18,8 +18,8 @@ import redis
 import sqlalchemy as sa
 
 from cachetasks.cache import Cache
-from cachetasks.demo import finish_document, insert_document
-from cachetasks.keys import HELD, TMP, skip_key
+from cachetasks.cache.keys import HELD, TMP, skip_key
+from cachetasks.ops.demo import finish_document, insert_document
 from tests.support.e2e import local_root, put_local, put_s3, start_service, wait_for_collects, warnings_in
 from tests.support.observe import OpenCounter, Poller, cpu_seconds, keys_matching, log_lines, status_kib
 from tests.support.proxy import S3Proxy

@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from cachetasks.cache import Cache
-from cachetasks.demo import insert_document
-from cachetasks.keys import skip_key
+from cachetasks.cache.keys import skip_key
+from cachetasks.ops.demo import insert_document
 from cachetasks.settings import COLLECT_QUEUE, FILES_QUEUE
 from tests.support.e2e import put_local, start_service, wait_for_collects
 from tests.support.servers import free_port, wait_until

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import redis
 
+from cachetasks.cache.keys import inflight_key, skip_key
 from cachetasks.errors import FileMissing, InvalidAddress
-from cachetasks.keys import inflight_key, skip_key
 from cachetasks.reader import Reader, ReaderStats, from_env
 from cachetasks.settings import Settings
 from cachetasks.storage import Blob, Storage

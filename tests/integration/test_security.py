@@ -23,8 +23,8 @@ import redis
 import sqlalchemy as sa
 
 from cachetasks.cache import Cache
-from cachetasks.demo import insert_document
 from cachetasks.errors import InvalidAddress
+from cachetasks.ops.demo import insert_document
 from cachetasks.settings import COLLECT_QUEUE, FILES_QUEUE
 from cachetasks.storage.local import LocalStorage
 from tests.support.e2e import local_root, put_local, put_s3, start_service, wait_for_collects, warnings_in

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis
 
-from cachetasks.keys import LAST_COLLECT
+from cachetasks.cache.keys import LAST_COLLECT
 
 from .servers import wait_until
 from .service import Processes

@@ -6,7 +6,7 @@ from typing import Any, cast
 
 import redis
 
-from cachetasks.ledger import MemoryGauge
+from cachetasks.cache.ledger import MemoryGauge
 
 MB = 1_000_000
 

@@ -23,7 +23,7 @@ from celery import Celery
 from redbeat.schedulers import LUA_EXTEND_TO_SCRIPT, RedBeatScheduler, get_redis
 from redis.exceptions import LockNotOwnedError
 
-from .outage import OutageLog
+from ..outage import OutageLog
 
 log = logging.getLogger(__name__)
 

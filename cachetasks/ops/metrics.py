@@ -22,8 +22,8 @@ from prometheus_client import start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from .keys import HELD, LAST_COLLECT, LAST_REPORT, METRICS
-from .settings import COLLECT_QUEUE, FILES_QUEUE, Settings
+from ..cache.keys import HELD, LAST_COLLECT, LAST_REPORT, METRICS
+from ..settings import COLLECT_QUEUE, FILES_QUEUE, Settings
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ def registry(cache: redis.Redis, broker: redis.Redis) -> CollectorRegistry:
 
 def serve(settings: Settings) -> tuple[Any, Any]:
     """Serve /metrics on CACHETASKS_METRICS_HOST:CACHETASKS_METRICS_PORT from a background thread."""
-    from .resources import make_redis  # resources builds this module's CopyRecorder
+    from ..resources import make_redis  # resources builds this module's CopyRecorder
 
     cache, broker = make_redis(settings), make_redis(settings, url=settings.broker_url)
     server, thread = start_http_server(

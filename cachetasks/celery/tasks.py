@@ -11,12 +11,13 @@ import redis
 from celery import Task
 from celery.utils.time import get_exponential_backoff_interval
 
-from . import collector, copier, metrics, resources
-from .celeryapp import app, settings
-from .copier import TRANSIENT
-from .enqueue import publish_many
-from .errors import CatalogError
-from .ref import FileRef
+from .. import collector, copier, resources
+from ..copier import TRANSIENT
+from ..errors import CatalogError
+from ..ops import metrics
+from ..ref import FileRef
+from .app import app, settings
+from .publish import publish_many
 
 BACKOFF_FACTOR, BACKOFF_MAX = 1, 20
 

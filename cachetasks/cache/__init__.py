@@ -16,7 +16,8 @@ from typing import NamedTuple
 
 import redis
 
-from .errors import CacheWriteLost
+from ..errors import CacheWriteLost
+from ..ref import FileRef
 from .keeper import ClaimKeeper
 from .keys import (
     COLLECT_LOCK,
@@ -33,7 +34,6 @@ from .keys import (
     skip_key,
 )
 from .ledger import Ledger, MemoryGauge
-from .ref import FileRef
 
 __all__ = [
     "COLLECT_LOCK",

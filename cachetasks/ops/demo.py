@@ -12,9 +12,9 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from . import schema
-from .settings import Settings
-from .storage.s3 import make_client
+from ..catalog import schema
+from ..settings import Settings
+from ..storage.s3 import make_client
 
 log = logging.getLogger(__name__)
 Put = Callable[[str, str, bytes], None]

@@ -14,7 +14,7 @@ from typing import Any
 from celery.worker.consumer import Consumer as CeleryConsumer
 from celery.worker.state import maybe_shutdown
 
-from .outage import OutageLog
+from ..outage import OutageLog
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,11 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import sqlalchemy as sa
 
-from . import collector, copier
-from .cache import Cache
-from .ref import FileRef
-from .settings import Settings
-from .storage import Storage
+from .. import collector, copier
+from ..cache import Cache
+from ..ref import FileRef
+from ..settings import Settings
+from ..storage import Storage
 
 Progress = Callable[[int, int], None]
 

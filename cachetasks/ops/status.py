@@ -11,10 +11,10 @@ from collections.abc import Iterable
 import redis
 import sqlalchemy as sa
 
-from . import catalog
-from .keys import HELD, INFLIGHT, LAST_COLLECT, OWNED, SKIP
-from .ref import FileRef
-from .settings import COLLECT_QUEUE, FILES_QUEUE, Settings
+from .. import catalog
+from ..cache.keys import HELD, INFLIGHT, LAST_COLLECT, OWNED, SKIP
+from ..ref import FileRef
+from ..settings import COLLECT_QUEUE, FILES_QUEUE, Settings
 
 # KEYS: OWNED, then the cache key of each file. ARGV: INFLIGHT prefix, SKIP prefix. Read-only.
 _INSPECT = """

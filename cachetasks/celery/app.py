@@ -5,8 +5,8 @@ from __future__ import annotations
 from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
 
-from . import resources
-from .settings import Settings
+from .. import resources
+from ..settings import Settings
 
 app = Celery("cachetasks")
 app.config_from_object("celeryconfig")
@@ -25,7 +25,7 @@ def _fresh_resources_after_fork(**_: object) -> None:
 @worker_ready.connect
 def _serve_metrics(**_: object) -> None:
     if settings().metrics_port:
-        from . import metrics  # prometheus_client only where it is served
+        from ..ops import metrics  # prometheus_client only where it is served
 
         metrics.serve(settings())
 

@@ -8,10 +8,11 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from kombu.utils.url import maybe_sanitize_url
 
-from . import catalog, schema, storage
-from .errors import CachetasksError
-from .resources import make_redis
-from .settings import Settings
+from .. import catalog, storage
+from ..catalog import schema
+from ..errors import CachetasksError
+from ..resources import make_redis
+from ..settings import Settings
 
 
 @dataclasses.dataclass(frozen=True)

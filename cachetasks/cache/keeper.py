@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from .ref import FileRef
+from ..ref import FileRef
 
 if TYPE_CHECKING:
-    from .cache import Cache
+    from . import Cache
 
 log = logging.getLogger(__name__)
 

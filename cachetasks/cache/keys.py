@@ -6,7 +6,8 @@ here can be mistaken for one, and nothing outside this prefix is ever written bu
 
 from __future__ import annotations
 
-PREFIX = "cachetasks:"
+from ..ref import PREFIX as PREFIX
+
 INFLIGHT = PREFIX + "inflight:"  # + cache key; value "queued", or the id of the task copying it
 SKIP = PREFIX + "skip:"  # + cache key; value: why the file is not tried again for a while
 ROOM = PREFIX + "room:"  # + cache key; value: the bytes a file skipped for lack of room needs

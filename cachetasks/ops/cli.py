@@ -16,16 +16,17 @@ from collections.abc import Sequence
 import redis
 import sqlalchemy as sa
 
-from . import demo, health, schema, status, warm
-from .errors import CachetasksError, ConfigError
-from .resources import Resources, make_redis
-from .settings import Settings
+from ..catalog import schema
+from ..errors import CachetasksError, ConfigError
+from ..resources import Resources, make_redis
+from ..settings import Settings
+from . import demo, health, status, warm
 
 log = logging.getLogger("cachetasks")
 
 
 def _settings() -> Settings:
-    from .celeryapp import settings  # loads celeryconfig: the same configuration the worker sees
+    from ..celery.app import settings  # loads celeryconfig: the same configuration the worker sees
 
     return settings()
 

@@ -11,9 +11,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
+from ..errors import CatalogError, ConfigError
+from ..ref import FileRef
 from . import schema
-from .errors import CatalogError, ConfigError
-from .ref import FileRef
 
 log = logging.getLogger(__name__)
 
