@@ -30,9 +30,9 @@ from cachetasks import catalog
 from cachetasks.cache import LAST_COLLECT
 from cachetasks.catalog import schema
 from cachetasks.settings import FILES_QUEUE
-from tests.support.servers import RedisServer, S3Server, free_port, postgres_database, stop_process, wait_until
-from tests.support.service import REPO as REPO
-from tests.support.service import Processes, service_env
+from testbed.processes import REPO as REPO
+from testbed.processes import Processes, service_env
+from testbed.servers import RedisServer, S3Server, free_port, postgres_database, stop_process, wait_until
 
 AWS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret", "AWS_DEFAULT_REGION": "us-east-1"}
 KiB, MiB = 1024, 1024 * 1024
@@ -106,7 +106,7 @@ class Lab:
     # -- a proxy process that adds latency -----------------------------------------------------------
 
     def start_proxy(self, latency: float) -> tuple[str, int]:
-        """`python -m tests.support.proxy` in front of the S3 server; returns (url, pid)."""
+        """`python -m testbed.proxy` in front of the S3 server; returns (url, pid)."""
         import subprocess
         import sys
 
@@ -115,7 +115,7 @@ class Lab:
         log = open(self.workdir / "proxy.log", "ab")  # noqa: SIM115 -- handed to the process
         proc = subprocess.Popen(
             [
-                *(sys.executable, "-m", "tests.support.proxy", "--upstream", self.s3_server.url),
+                *(sys.executable, "-m", "testbed.proxy", "--upstream", self.s3_server.url),
                 *("--latency", str(latency), "--port-file", str(port_file)),
             ],
             cwd=REPO,

@@ -15,7 +15,7 @@ import time
 from bench.lab import KiB, Lab, clear_documents, file_name, insert_documents, lab, put_s3
 from bench.measure import Summary, header, median, note, percentile, table, verdict
 from bench.throughput import start_original, wait_original_idle
-from tests.support.servers import stop_process, wait_until
+from testbed.servers import stop_process, wait_until
 
 RATE = 20.0
 SIZE = 64 * KiB

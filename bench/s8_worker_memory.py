@@ -15,7 +15,7 @@ import time
 from bench.lab import KiB, Lab, MiB, clear_documents, file_name, insert_documents, lab, put_s3
 from bench.measure import Summary, header, median, note, reset_peak_rss, status_kib, table, verdict
 from bench.throughput import start_original, wait_original_idle
-from tests.support.servers import stop_process, wait_until
+from testbed.servers import stop_process, wait_until
 
 SIZE = 256 * MiB
 TARGET_MIB = 32

@@ -1,6 +1,6 @@
 """Scenario 9: duplicate reads when storage takes 3 s per read: 200 files, 30 s.
 
-A counting proxy (tests.support.proxy.S3Proxy, in this process) sits in front of the S3
+A counting proxy (testbed.proxy.S3Proxy, in this process) sits in front of the S3
 server and delays every request by 3 s. The 200 documents become ongoing, the copier runs
 for 30 s, then every object GET is counted per object: a duplicate is any GET beyond the
 first of the same object. The service runs with one beat, then (fresh) with two beats.
@@ -15,8 +15,8 @@ from collections.abc import Callable
 from bench.lab import KiB, Lab, clear_documents, file_name, insert_documents, lab, put_s3
 from bench.measure import Summary, header, note, table, verdict
 from bench.throughput import start_original
-from tests.support.proxy import S3Proxy
-from tests.support.servers import stop_process, wait_until
+from testbed.proxy import S3Proxy
+from testbed.servers import stop_process, wait_until
 
 FILES = 200
 LATENCY = 3.0

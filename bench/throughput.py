@@ -20,7 +20,7 @@ from bench import limit
 from bench.lab import REPO, Lab, clear_documents, file_name, insert_documents, lab, put_local, put_s3
 from bench.measure import CpuMeter, Summary, cpu_line, header, median, median_cpu, note, ratio, table, verdict
 from cachetasks.settings import COLLECT_QUEUE, FILES_QUEUE, Settings
-from tests.support.servers import stop_process, wait_until
+from testbed.servers import stop_process, wait_until
 
 CONCURRENCY = Settings().concurrency  # the shipped default the service runs with
 
@@ -168,7 +168,7 @@ def _original(
 
 
 def start_original(lab_: Lab, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    from tests.support.service import service_env
+    from testbed.processes import service_env
 
     log = open(lab_.workdir / "original.log", "ab")  # noqa: SIM115 -- handed to the process
     proc = subprocess.Popen(

@@ -20,9 +20,9 @@ from cachetasks import catalog, storage
 from cachetasks.cache import Cache
 from cachetasks.catalog import schema
 from cachetasks.settings import Settings
-from tests.support.proxy import S3Proxy
-from tests.support.servers import RedisServer, S3Server, postgres_database
-from tests.support.service import Processes, service_env
+from testbed.processes import Processes, service_env
+from testbed.proxy import S3Proxy
+from testbed.servers import RedisServer, S3Server, postgres_database
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret", "AWS_DEFAULT_REGION": "us-east-1"}

@@ -11,9 +11,8 @@ import pytest
 import redis
 
 from cachetasks.cache.keys import LAST_COLLECT
-
-from .servers import wait_until
-from .service import Processes
+from testbed.processes import Processes
+from testbed.servers import wait_until
 
 FIRST_COLLECT_TIMEOUT = 30.0
 Put = Callable[[str, str, bytes], None]

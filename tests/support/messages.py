@@ -11,7 +11,7 @@ from typing import Any
 
 import kombu
 
-from .service import REPO, service_env
+from testbed.processes import REPO, service_env
 
 _SEND = """
 import json, sys

@@ -14,6 +14,9 @@ import sqlalchemy as sa
 
 from cachetasks.cache import Cache
 from cachetasks.ops.demo import insert_document
+from testbed.processes import Processes
+from testbed.proxy import S3Proxy
+from testbed.servers import wait_until
 from tests.support.e2e import (
     backend_settings,
     local_root,
@@ -23,9 +26,6 @@ from tests.support.e2e import (
     wait_for_collects,
     warnings_in,
 )
-from tests.support.proxy import S3Proxy
-from tests.support.servers import wait_until
-from tests.support.service import Processes
 
 Start = Callable[[dict[str, str]], Processes]
 

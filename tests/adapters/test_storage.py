@@ -15,8 +15,8 @@ from cachetasks.errors import FileMissing, InvalidAddress, StorageError, Storage
 from cachetasks.settings import Settings
 from cachetasks.storage import LocalStorage, S3Storage, Storage
 from cachetasks.storage.s3 import make_client
-from tests.support.proxy import Fault, S3Proxy
-from tests.support.servers import S3Server, free_port
+from testbed.proxy import Fault, S3Proxy
+from testbed.servers import S3Server, free_port
 
 AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret"}
 SHARED_BUCKET = "ragflow-shared"

@@ -20,10 +20,10 @@ import sqlalchemy as sa
 
 from cachetasks.cache import Cache
 from cachetasks.ops.demo import insert_document
+from testbed.processes import CELERY, REPO, Processes
+from testbed.servers import free_port, wait_until
 from tests.conftest import IN_CI
 from tests.support.e2e import put_local, start_service
-from tests.support.servers import free_port, wait_until
-from tests.support.service import CELERY, REPO, Processes
 
 if TYPE_CHECKING:
     from playwright.sync_api import Locator, Page

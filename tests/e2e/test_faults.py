@@ -23,12 +23,12 @@ from cachetasks.cache import Cache
 from cachetasks.cache.keys import TMP, inflight_key
 from cachetasks.ops.demo import insert_document
 from cachetasks.settings import COLLECT_QUEUE
+from testbed.observe import Poller, between, keys_matching, log_lines, problems
+from testbed.processes import Processes
+from testbed.proxy import Fault, S3Proxy
+from testbed.servers import RedisServer, wait_until
+from testbed.tcpproxy import TcpProxy
 from tests.support.e2e import put_local, put_s3, start_service, wait_for_collects, warnings_in
-from tests.support.observe import Poller, between, keys_matching, log_lines, problems
-from tests.support.proxy import Fault, S3Proxy
-from tests.support.servers import RedisServer, wait_until
-from tests.support.service import Processes
-from tests.support.tcpproxy import TcpProxy
 
 Start = Callable[[dict[str, str]], Processes]
 Sample = tuple[float, list[tuple[int, int]]]  # when, and (cached, claimed) for each file

@@ -18,12 +18,12 @@ from cachetasks.cache import Cache
 from cachetasks.cache.keys import COLLECT_LOCK, LAST_COLLECT, LAST_REPORT, skip_key
 from cachetasks.ops.demo import insert_document
 from cachetasks.settings import COLLECT_QUEUE, FILES_QUEUE
+from testbed.observe import hash_of, log_lines
+from testbed.processes import Processes
+from testbed.proxy import S3Proxy
+from testbed.servers import RedisServer, wait_until
 from tests.support.e2e import put_local, put_s3, start_service, wait_for_collects, warnings_in
 from tests.support.messages import publish_raw, send_tasks, task_headers
-from tests.support.observe import hash_of, log_lines
-from tests.support.proxy import S3Proxy
-from tests.support.servers import RedisServer, wait_until
-from tests.support.service import Processes
 
 Start = Callable[[dict[str, str]], Processes]
 

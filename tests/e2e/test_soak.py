@@ -15,10 +15,10 @@ import sqlalchemy as sa
 from cachetasks.cache import Cache
 from cachetasks.cache.keys import INFLIGHT, METRICS, PREFIX, TMP
 from cachetasks.ops.demo import finish_document, insert_document
+from testbed.observe import hash_of, keys_matching, log_lines, problems, status_kib, text_keys
+from testbed.processes import Processes
+from testbed.servers import wait_until
 from tests.support.e2e import put_local, start_service, wait_for_collects
-from tests.support.observe import hash_of, keys_matching, log_lines, problems, status_kib, text_keys
-from tests.support.servers import wait_until
-from tests.support.service import Processes
 
 Start = Callable[[dict[str, str]], Processes]
 KiB = 1024

@@ -16,7 +16,7 @@ from cachetasks import collector
 from cachetasks.cache import COLLECT_LOCK, TMP, Cache, Scan, inflight_key, skip_key
 from cachetasks.errors import CacheWriteLost
 from cachetasks.ref import FileRef
-from tests.support.servers import RedisServer, wait_until
+from testbed.servers import RedisServer, wait_until
 
 TTL, INFLIGHT_TTL = 720, 30
 MISSING, CACHED, SKIPPED, BUSY = (FileRef("kb1", f"{name}.pdf") for name in ("missing", "cached", "skipped", "busy"))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .servers import stop_process
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 CELERY = [sys.executable, "-m", "celery", "-A", "cachetasks"]
 
 

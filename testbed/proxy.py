@@ -1,7 +1,7 @@
 """An HTTP proxy in front of the S3 server that counts requests and injects latency and faults.
 
 Used by the tests (in-process: read `proxy.gets`, queue faults with `proxy.fail_next`) and
-by the benchmarks (as a process: `python -m tests.support.proxy --upstream URL --latency 0.05`,
+by the benchmarks (as a process: `python -m testbed.proxy --upstream URL --latency 0.05`,
 with counters at GET /__proxy__/stats).
 """
 

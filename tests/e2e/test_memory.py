@@ -20,11 +20,11 @@ import sqlalchemy as sa
 from cachetasks.cache import Cache
 from cachetasks.cache.keys import HELD, TMP, skip_key
 from cachetasks.ops.demo import finish_document, insert_document
+from testbed.observe import OpenCounter, Poller, cpu_seconds, keys_matching, log_lines, status_kib
+from testbed.processes import Processes
+from testbed.proxy import S3Proxy
+from testbed.servers import RedisServer, wait_until
 from tests.support.e2e import local_root, put_local, put_s3, start_service, wait_for_collects, warnings_in
-from tests.support.observe import OpenCounter, Poller, cpu_seconds, keys_matching, log_lines, status_kib
-from tests.support.proxy import S3Proxy
-from tests.support.servers import RedisServer, wait_until
-from tests.support.service import Processes
 
 Start = Callable[[dict[str, str]], Processes]
 MiB = 1024 * 1024

@@ -12,10 +12,10 @@ import sqlalchemy as sa
 from cachetasks.cache import Cache
 from cachetasks.cache.keys import TMP
 from cachetasks.ops.demo import LinkedFile, insert_document
+from testbed.processes import Processes
+from testbed.proxy import Fault, S3Proxy
+from testbed.servers import wait_until
 from tests.support.e2e import put_local, put_s3, start_service, wait_for_collects
-from tests.support.proxy import Fault, S3Proxy
-from tests.support.servers import wait_until
-from tests.support.service import Processes
 
 Start = Callable[[dict[str, str]], Processes]
 MiB = 1024 * 1024

@@ -12,10 +12,10 @@ import sqlalchemy as sa
 from cachetasks.cache import Cache
 from cachetasks.cache.keys import LAST_COLLECT
 from cachetasks.ops.demo import insert_document
+from testbed.processes import Processes
+from testbed.proxy import S3Proxy
+from testbed.servers import wait_until
 from tests.support.e2e import put_s3, start_service, wait_for_collects
-from tests.support.proxy import S3Proxy
-from tests.support.servers import wait_until
-from tests.support.service import Processes
 
 Start = Callable[[dict[str, str]], Processes]
 

@@ -14,9 +14,9 @@ from cachetasks.cache import Cache
 from cachetasks.cache.keys import skip_key
 from cachetasks.ops.demo import insert_document
 from cachetasks.settings import COLLECT_QUEUE, FILES_QUEUE
+from testbed.processes import Processes
+from testbed.servers import free_port, wait_until
 from tests.support.e2e import put_local, start_service, wait_for_collects
-from tests.support.servers import free_port, wait_until
-from tests.support.service import Processes
 
 Start = Callable[[dict[str, str]], Processes]
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

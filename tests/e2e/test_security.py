@@ -27,12 +27,12 @@ from cachetasks.errors import InvalidAddress
 from cachetasks.ops.demo import insert_document
 from cachetasks.settings import COLLECT_QUEUE, FILES_QUEUE
 from cachetasks.storage.local import LocalStorage
+from testbed.processes import CELERY, REPO, Processes, service_env
+from testbed.proxy import Fault, S3Proxy
+from testbed.servers import RedisServer, free_port, wait_until
+from testbed.tcpproxy import TcpProxy
 from tests.support.e2e import local_root, put_local, put_s3, start_service, wait_for_collects, warnings_in
 from tests.support.messages import publish_raw, send_tasks, task_headers
-from tests.support.proxy import Fault, S3Proxy
-from tests.support.servers import RedisServer, free_port, wait_until
-from tests.support.service import CELERY, REPO, Processes, service_env
-from tests.support.tcpproxy import TcpProxy
 
 Start = Callable[[dict[str, str]], Processes]
 

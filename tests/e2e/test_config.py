@@ -11,9 +11,9 @@ import sqlalchemy as sa
 
 from cachetasks.cache import Cache
 from cachetasks.ops.demo import insert_document
+from testbed.processes import CELERY, REPO, Processes, service_env
+from testbed.servers import stop_process, wait_until
 from tests.support.e2e import put_local, start_service, wait_for_collects
-from tests.support.servers import stop_process, wait_until
-from tests.support.service import CELERY, REPO, Processes, service_env
 
 Start = Callable[[dict[str, str]], Processes]
 SECRET = "s3cr3t"

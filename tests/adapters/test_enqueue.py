@@ -9,8 +9,8 @@ import sys
 from typing import Any
 
 from cachetasks.settings import FILES_QUEUE
-from tests.support.servers import RedisServer
-from tests.support.service import REPO, service_env
+from testbed.processes import REPO, service_env
+from testbed.servers import RedisServer
 
 PUBLISH = """
 from cachetasks.ref import FileRef

@@ -13,9 +13,9 @@ import sqlalchemy as sa
 
 from cachetasks.cache import Cache
 from cachetasks.ops.demo import insert_document
+from testbed.processes import Processes
+from testbed.servers import wait_until
 from tests.support.e2e import put_local
-from tests.support.servers import wait_until
-from tests.support.service import Processes
 
 Start = Callable[[dict[str, str]], Processes]
 SENT = "Sending due task"

@@ -11,10 +11,10 @@ import sqlalchemy as sa
 
 from cachetasks.cache import Cache
 from cachetasks.ops.demo import LinkedFile, insert_document
+from testbed.processes import Processes
+from testbed.proxy import S3Proxy
+from testbed.servers import wait_until
 from tests.support.e2e import backend_settings, put_s3, start_service, wait_for_collects
-from tests.support.proxy import S3Proxy
-from tests.support.servers import wait_until
-from tests.support.service import Processes
 
 Start = Callable[[dict[str, str]], Processes]
 ONE_BUCKET, PREFIX = "onebucket", "some/prefix"

@@ -22,8 +22,8 @@ from cachetasks.errors import FileMissing, InvalidAddress
 from cachetasks.reader import Reader, ReaderStats, from_env
 from cachetasks.settings import Settings
 from cachetasks.storage import Blob, Storage
-from tests.support.proxy import S3Proxy
-from tests.support.servers import RedisServer
+from testbed.proxy import S3Proxy
+from testbed.servers import RedisServer
 
 AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret"}
 DATA = bytes(range(256)) * 400 + b"\x00\xff"  # every byte value: the reader is binary-safe

@@ -19,9 +19,9 @@ from cachetasks.cache.keys import skip_key
 from cachetasks.ops.demo import insert_document
 from cachetasks.ref import FileRef
 from cachetasks.settings import COLLECT_QUEUE, FILES_QUEUE
+from testbed.processes import REPO, Processes, service_env
+from testbed.servers import RedisServer, free_port, postgres_database, wait_until
 from tests.support.e2e import local_root, put_local, start_service
-from tests.support.servers import RedisServer, free_port, postgres_database, wait_until
-from tests.support.service import REPO, Processes, service_env
 
 Start = Callable[[dict[str, str]], Processes]
 COMMANDS = ("initdb", "demo", "status", "check", "warm", "metrics")
