@@ -1,20 +1,18 @@
-"""One collect cycle: ongoing files -> which are missing -> claim them -> enqueue their copies."""
+"""One collect cycle: ongoing files -> which are uncached -> claim them -> enqueue their copies."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 
 import redis
 import sqlalchemy as sa
 
 from . import catalog
-from .cache import COLLECT_LOCK, LAST_COLLECT, Cache, Scan
+from .cache import Cache, FileState
+from .errors import CacheUnavailable, first_line
 from .ref import FileRef, address_problem
 from .settings import Settings
 
@@ -35,7 +33,7 @@ class CollectReport:
     seconds: float
 
     def as_dict(self) -> dict[str, float]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        return asdict(self)
 
 
 def collect(
@@ -49,46 +47,17 @@ def collect(
     """Run one cycle; None when another collect holds the lock (collects never overlap).
 
     With an address book (the worker keeps one per process), RAGFlow's query is split into
-    the ongoing document ids and their remembered addresses.
+    the ongoing document ids and their remembered addresses. Raises CatalogError when the
+    database fails and CacheUnavailable when Redis does.
     """
-    with exclusive(cache.client) as ours:
-        if not ours:
-            log.info("collect skipped: another collect is running")
-            return None
-        return _collect(engine, cache, settings, enqueue, addresses)
-
-
-LOCK_SECONDS = 10  # renewed every third of it while a collect runs: a dead worker's lock passes in 10 s
-_EXTEND = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
-_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-
-
-@contextlib.contextmanager
-def exclusive(client: redis.Redis, seconds: int = LOCK_SECONDS) -> Iterator[bool]:
-    """Hold the collect lock while the block runs, however long it takes; yields False if it is taken."""
-    token, ms = uuid.uuid4().hex, seconds * 1000
-    if not client.set(COLLECT_LOCK, token, nx=True, px=ms):
-        yield False
-        return
-    done = threading.Event()
-
-    def renew() -> None:
-        while not done.wait(seconds / 3):
-            try:
-                if not client.eval(_EXTEND, 1, COLLECT_LOCK, token, ms):
-                    log.warning("the collect lock was lost: another collect may run alongside this one")
-                    return
-            except redis.RedisError as exc:
-                log.debug("could not renew the collect lock: %s", type(exc).__name__)
-
-    renewer = threading.Thread(target=renew, name="cachetasks-collect-lock", daemon=True)
-    renewer.start()
     try:
-        yield True
-    finally:
-        done.set()
-        renewer.join()
-        client.eval(_RELEASE, 1, COLLECT_LOCK, token)
+        with cache.collect_lock() as ours:
+            if not ours:
+                log.info("collect skipped: another collect is running")
+                return None
+            return _collect(engine, cache, settings, enqueue, addresses)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise CacheUnavailable(f"{type(exc).__name__}: {first_line(exc)}") from exc
 
 
 def _collect(
@@ -100,7 +69,6 @@ def _collect(
     else:
         refs = catalog.ongoing(engine, window_seconds=settings.ongoing_window, sql=settings.ongoing_sql)
     valid = [ref for ref in refs if not _unusable(ref)]
-    invalid = len(refs) - len(valid)
     scan = cache.scan(valid, inflight_ttl=settings.inflight_ttl, ttl=settings.ttl)
     if scan.claimed:
         try:
@@ -108,20 +76,20 @@ def _collect(
         except BaseException:
             cache.unclaim(scan.claimed)
             raise
-    cache.ledger.prune()
+    cache.prune()
     if settings.evict_on_done:
-        done = cache.ledger.owned() - {ref.key for ref in valid}
+        done = cache.owned() - {ref.key for ref in valid}
         if done:
-            log.info("evicted %d files whose documents are no longer ongoing", cache.ledger.evict(done))
-    cache.client.set(LAST_COLLECT, str(time.time()))
+            log.info("evicted %d files whose documents are no longer ongoing", cache.evict(done))
+    cache.collected()
     report = CollectReport(
         ongoing=len(refs),
         enqueued=len(scan.claimed),
-        cached=scan.counts[Scan.CACHED],
-        in_flight=scan.counts[Scan.IN_FLIGHT],
-        skipped=scan.counts[Scan.SKIPPED],
-        evicted=scan.counts[Scan.EVICTED],
-        invalid=invalid,
+        cached=scan.counts[FileState.CACHED],
+        in_flight=scan.counts[FileState.IN_FLIGHT],
+        skipped=scan.counts[FileState.SKIPPED],
+        evicted=scan.counts[FileState.EVICTED],
+        invalid=len(refs) - len(valid),
         seconds=round(time.perf_counter() - started, 4),
     )
     # Every second: say something at INFO only when there was something to do.

@@ -35,10 +35,9 @@ from typing import cast
 import redis
 
 from . import storage as storages
+from .cache.client import make_redis
 from .cache.keys import inflight_key
 from .outage import OutageLog
-from .ref import cache_key
-from .resources import make_redis
 from .settings import MiB, Settings
 from .storage.base import check_address
 
@@ -104,13 +103,10 @@ class Reader:
     @classmethod
     def from_settings(cls, settings: Settings, *, wait_inflight: float = 0.0) -> Reader:
         """A reader with clients of its own, built from the service's settings; `close` releases them."""
-        quick = dataclasses.replace(settings, redis_timeout=min(settings.redis_timeout, READER_REDIS_TIMEOUT))
-        client = make_redis(quick)
+        client = make_redis(settings.redis_url, timeout=min(settings.redis_timeout, READER_REDIS_TIMEOUT))
         storage = storages.from_settings(settings)
         reader = cls(client, storage, wait_inflight=wait_inflight, chunk_size=settings.chunk_bytes)
-        reader._closers.append(client.close)
-        if isinstance(storage, storages.S3Storage):
-            reader._closers.append(storage.client.close)
+        reader._closers += [client.close, storage.close]
         return reader
 
     def get(self, bucket: str, location: str, *, wait: float | None = None) -> bytes:
@@ -121,8 +117,7 @@ class Reader:
         Raises InvalidAddress for an address storage would refuse, and whatever storage
         raises on a miss; never a Redis error.
         """
-        check_address(bucket, location)  # before Redis: a refused address has no cached copy
-        key = cache_key(bucket, location)
+        key = check_address(bucket, location).key  # before Redis: a refused address has no cached copy
         try:
             value = self._lookup(key, self.wait_inflight if wait is None else wait)
         except redis.RedisError as exc:

@@ -11,12 +11,13 @@ import threading
 from dataclasses import dataclass, field
 from functools import cached_property
 
-import redis
 import sqlalchemy as sa
+from redis import Redis
 
 from . import catalog, storage
 from .cache import Cache
-from .ops.metrics import CopyRecorder
+from .cache.client import make_redis
+from .cache.counters import CopyRecorder
 from .settings import Settings
 
 
@@ -36,8 +37,13 @@ class Resources:
         return catalog.AddressBook()
 
     @cached_property
-    def redis(self) -> redis.Redis:
-        return make_redis(self.settings)
+    def redis(self) -> Redis:
+        return make_redis(self.settings.redis_url, timeout=self.settings.redis_timeout)
+
+    @cached_property
+    def broker(self) -> Redis:
+        """A plain client on the broker's Redis, for queue lengths (Celery keeps its own connections)."""
+        return make_redis(self.settings.broker_url, timeout=self.settings.redis_timeout)
 
     @cached_property
     def cache(self) -> Cache:
@@ -56,19 +62,11 @@ class Resources:
             self.recorder.flush()
         if "engine" in self.__dict__:
             self.engine.dispose()
-        if "redis" in self.__dict__:
-            self.redis.close()
-
-
-def make_redis(settings: Settings, *, url: str | None = None) -> redis.Redis:
-    """A binary-safe client with timeouts, so an outage fails calls instead of hanging them."""
-    return redis.Redis.from_url(
-        url or settings.redis_url,
-        socket_timeout=max(settings.redis_timeout, 1.0),
-        socket_connect_timeout=settings.redis_timeout,
-        health_check_interval=30,
-        retry_on_timeout=False,
-    )
+        for client in ("redis", "broker"):
+            if client in self.__dict__:
+                self.__dict__[client].close()
+        if "storage" in self.__dict__:
+            self.storage.close()
 
 
 _lock = threading.Lock()

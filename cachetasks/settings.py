@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -13,6 +14,11 @@ MiB = 1024 * 1024
 STORAGE_BACKENDS = ("local", "s3")
 COLLECT_QUEUE = "cachetasks.collect"
 FILES_QUEUE = "cachetasks.files"
+
+# The drivers the service ships, for database URLs that name none (RAGFlow runs on MySQL or PostgreSQL),
+# and the module each driver needs, so that a missing one stops the process at start.
+DRIVERS = {"postgresql": "psycopg2", "mysql": "pymysql", "mariadb": "pymysql", "sqlite": "pysqlite"}
+DRIVER_MODULES = {"psycopg2": "psycopg2", "psycopg": "psycopg", "pymysql": "pymysql", "pysqlite": "sqlite3"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +67,8 @@ class Settings:
 
     @property
     def collect_expires(self) -> float:
-        """How long a queued `collect` stays worth running (judged on the worker's clock)."""
+        """How long a queued `collect` stays worth running (judged on the worker's clock), and how
+        long after the last collect beat counts as stopped."""
         return max(5.0, 5 * self.collect_interval)
 
     @classmethod
@@ -179,11 +186,19 @@ class _Reader:
         raw = self.optional(name)
         if raw is None:
             return ""
-        _check_url(name, raw, None)
-        from .catalog import database_url  # SQLAlchemy knows which URLs it can use
-
-        database_url(raw)
+        backend, _, driver = _check_url(name, raw, None).partition("+")
+        backend = canonical_backend(backend)
+        if backend not in DRIVERS:
+            raise ConfigError(f"{name}: unsupported database {backend!r} (postgresql, mysql, sqlite)")
+        module = DRIVER_MODULES.get(driver or DRIVERS[backend])
+        if module is not None and importlib.util.find_spec(module) is None:
+            raise ConfigError(f"{name}: the driver {backend}+{driver or DRIVERS[backend]} is not installed")
         return raw
+
+
+def canonical_backend(name: str) -> str:
+    """The database's name as SQLAlchemy spells it (`postgres://` is a common spelling of PostgreSQL)."""
+    return "postgresql" if name == "postgres" else name
 
 
 def _masked(value: object) -> object:

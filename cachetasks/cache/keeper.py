@@ -9,22 +9,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
 
 import redis
 
 from ..ref import FileRef
 
-if TYPE_CHECKING:
-    from . import Cache
-
 log = logging.getLogger(__name__)
+
+Held = list[tuple[FileRef, str]]  # (file, owner) pairs
 
 
 class ClaimKeeper:
-    def __init__(self, cache: Cache, ttl: int) -> None:
-        self.cache = cache
+    """`keep(ref, owner)` renews that claim every third of `ttl` while its block runs, by calling `renew`."""
+
+    def __init__(self, renew: Callable[[Held, int], object], ttl: int) -> None:
+        self.renew = renew
         self.ttl = ttl
         self._held: dict[tuple[FileRef, str], int] = {}  # (ref, owner) -> how many copies hold it
         self._lock = threading.Lock()
@@ -32,7 +32,6 @@ class ClaimKeeper:
 
     @contextlib.contextmanager
     def keep(self, ref: FileRef, owner: str) -> Iterator[None]:
-        """Renew `owner`'s claim on `ref` every third of its TTL while the block runs."""
         key = (ref, owner)
         with self._lock:
             self._held[key] = self._held.get(key, 0) + 1
@@ -53,13 +52,7 @@ class ClaimKeeper:
             with self._lock:
                 held = list(self._held)
             if held:
-                self.renew(held)
-
-    def renew(self, held: list[tuple[FileRef, str]]) -> None:
-        try:
-            with self.cache.client.pipeline(transaction=False) as pipe:
-                for ref, owner in held:
-                    self.cache.hold(ref, owner, self.ttl, client=pipe)
-                pipe.execute()
-        except redis.RedisError as exc:
-            log.debug("could not renew %d claims: %s", len(held), type(exc).__name__)
+                try:
+                    self.renew(held, self.ttl)
+                except redis.RedisError as exc:
+                    log.debug("could not renew %d claims: %s", len(held), type(exc).__name__)

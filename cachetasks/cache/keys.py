@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from ..ref import PREFIX as PREFIX
 
-INFLIGHT = PREFIX + "inflight:"  # + cache key; value "queued", or the id of the task copying it
+INFLIGHT = PREFIX + "inflight:"  # + cache key; value QUEUED, or the id of the task copying it
+QUEUED = "queued"  # a claim taken by the collect that enqueued the copy (written as such by scan.lua)
 SKIP = PREFIX + "skip:"  # + cache key; value: why the file is not tried again for a while
 ROOM = PREFIX + "room:"  # + cache key; value: the bytes a file skipped for lack of room needs
 TMP = PREFIX + "tmp:"  # + random; a value being streamed in, renamed into place when complete

@@ -12,9 +12,8 @@ from celery import Task
 from celery.utils.time import get_exponential_backoff_interval
 
 from .. import collector, copier, resources
-from ..copier import TRANSIENT
-from ..errors import CatalogError
-from ..ops import metrics
+from ..cache import counters
+from ..errors import CatalogError, Transient
 from ..ref import FileRef
 from .app import app, settings
 from .publish import publish_many
@@ -22,7 +21,7 @@ from .publish import publish_many
 BACKOFF_FACTOR, BACKOFF_MAX = 1, 20
 
 
-@app.task(name="cachetasks.collect", throws=(CatalogError, redis.ConnectionError, redis.TimeoutError))
+@app.task(name="cachetasks.collect", throws=(CatalogError, Transient))
 def collect() -> dict[str, float] | None:
     """Enqueue a copy of every ongoing file that is neither cached nor in flight."""
     s = settings()
@@ -30,11 +29,11 @@ def collect() -> dict[str, float] | None:
     report = collector.collect(res.engine, res.cache, s, enqueue=enqueue_copies, addresses=res.addresses)
     if report is None:
         return None
-    metrics.record_collect(res.redis, report.as_dict())
+    counters.record_collect(res.redis, report.as_dict())
     return report.as_dict()
 
 
-@app.task(name="cachetasks.cache_file", bind=True, throws=TRANSIENT)
+@app.task(name="cachetasks.cache_file", bind=True, throws=(Transient,))
 def cache_file(self: Task[Any, Any], bucket: str, location: str) -> str:
     """Copy one file from storage into Redis, retrying transient failures with backoff."""
     s = settings()
@@ -42,9 +41,9 @@ def cache_file(self: Task[Any, Any], bucket: str, location: str) -> str:
     ref, owner = FileRef(bucket, location), self.request.id or "manual"
     started = time.perf_counter()
     try:
-        outcome, size = copier.copy_file(res.cache, res.storage, ref, s, owner=owner)
-    except TRANSIENT as exc:
-        res.recorder.record(f"error:{type(exc).__name__}", 0, 0)
+        copy = copier.copy_file(res.cache, res.storage, ref, s, owner=owner)
+    except Transient as exc:
+        res.recorder.record(f"error:{type(exc).__name__}", None, 0)
         if self.request.retries >= s.max_retries:
             with contextlib.suppress(redis.RedisError):  # if Redis is down, the claim expires by itself
                 res.cache.release(ref, owner)
@@ -53,8 +52,8 @@ def cache_file(self: Task[Any, Any], bucket: str, location: str) -> str:
         with contextlib.suppress(redis.RedisError):
             res.cache.hold(ref, owner, delay + s.inflight_ttl)  # keep the claim over the wait
         raise self.retry(exc=exc, countdown=delay, max_retries=s.max_retries) from None
-    res.recorder.record(outcome.value, size, time.perf_counter() - started)
-    return outcome.value
+    res.recorder.record(copy.outcome.value, copy.written, time.perf_counter() - started)
+    return copy.outcome.value
 
 
 def enqueue_copies(refs: Sequence[FileRef]) -> None:

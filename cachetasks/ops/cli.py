@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import logging
 import sys
@@ -17,8 +18,8 @@ import redis
 import sqlalchemy as sa
 
 from ..catalog import schema
-from ..errors import CachetasksError, ConfigError
-from ..resources import Resources, make_redis
+from ..errors import CachetasksError, ConfigError, first_line
+from ..resources import Resources
 from ..settings import Settings
 from . import demo, health, status, warm
 
@@ -26,9 +27,9 @@ log = logging.getLogger("cachetasks")
 
 
 def _settings() -> Settings:
-    from ..celery.app import settings  # loads celeryconfig: the same configuration the worker sees
-
-    return settings()
+    """The settings the worker sees: celeryconfig's, read once from the environment."""
+    settings: Settings = importlib.import_module("celeryconfig").cachetasks_settings
+    return settings
 
 
 def cmd_initdb(args: argparse.Namespace) -> int:
@@ -39,7 +40,8 @@ def cmd_initdb(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     s = _settings()
-    engine, put = Resources(s).engine, demo.writer(s)
+    res = Resources(s)
+    engine, put = res.engine, res.storage.put
     if args.every:
         print(f"demo: keeping {args.documents} documents ongoing, a new one every {args.every:g}s (Ctrl-C stops)")
         with contextlib.suppress(KeyboardInterrupt):
@@ -51,13 +53,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    s = _settings()
-    res = Resources(s)
-    broker = make_redis(s, url=s.broker_url)
+    res = Resources(_settings())
     try:
-        report = status.gather(res.engine, res.redis, broker, s)
+        report = status.gather(res.engine, res.cache, res.broker, res.settings)
     finally:
-        broker.close()
         res.close()
     print(json.dumps(report.as_dict(), indent=2) if args.json else status.render(report))
     return 0
@@ -164,8 +163,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cachetasks: {exc}", file=sys.stderr)
         return 1
     except (redis.RedisError, sa.exc.SQLAlchemyError) as exc:
-        # The first line only: drivers repeat statements and parameters below it.
-        reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [""])[0][:200]
-        print(f"cachetasks: {type(exc).__name__}: {reason}", file=sys.stderr)
+        print(f"cachetasks: {type(exc).__name__}: {first_line(getattr(exc, 'orig', None) or exc)}", file=sys.stderr)
         return 1
     return code

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 import uuid
@@ -13,36 +12,9 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from ..catalog import schema
-from ..settings import Settings
-from ..storage.s3 import make_client
 
 log = logging.getLogger(__name__)
 Put = Callable[[str, str, bytes], None]
-
-
-def writer(settings: Settings) -> Put:
-    """Write a demo file where the configured storage will look for it."""
-    if settings.storage == "s3":
-        client = make_client(settings)
-        made: set[str] = set()
-
-        def put_s3(bucket: str, location: str, data: bytes) -> None:
-            real_bucket = settings.s3_bucket or bucket
-            key = "/".join(p for p in (settings.s3_prefix, bucket, location) if p) if settings.s3_bucket else location
-            if real_bucket not in made:
-                with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
-                    client.create_bucket(Bucket=real_bucket)
-                made.add(real_bucket)
-            client.put_object(Bucket=real_bucket, Key=key, Body=data)
-
-        return put_s3
-
-    def put_local(bucket: str, location: str, data: bytes) -> None:
-        path = settings.storage_root / bucket / location
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-
-    return put_local
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ import sqlalchemy as sa
 from kombu.utils.url import maybe_sanitize_url
 
 from .. import catalog, storage
+from ..cache.client import make_redis
 from ..catalog import schema
-from ..errors import CachetasksError
-from ..resources import make_redis
+from ..errors import CachetasksError, first_line
 from ..settings import Settings
 
 
@@ -27,7 +27,7 @@ def check_all(settings: Settings) -> list[Check]:
         ("broker", lambda: _redis(settings, settings.broker_url, cache=False)),
         ("cache", lambda: _redis(settings, settings.redis_url, cache=True)),
         ("database", lambda: _database(settings)),
-        ("storage", lambda: storage.from_settings(settings).check()),
+        ("storage", lambda: _storage(settings)),
     ]
     return [_run(name, probe) for name, probe in probes]
 
@@ -38,11 +38,11 @@ def _run(name: str, probe: Callable[[], str]) -> Check:
     except CachetasksError as exc:
         return Check(name, False, str(exc).strip(": ") or type(exc).__name__)
     except Exception as exc:  # any library's failure is a failed check, with its reason
-        return Check(name, False, f"{type(exc).__name__}: {_first_line(exc)}")
+        return Check(name, False, f"{type(exc).__name__}: {first_line(exc)}")
 
 
 def _redis(settings: Settings, url: str, *, cache: bool) -> str:
-    client = make_redis(settings, url=url)
+    client = make_redis(url, timeout=settings.redis_timeout)
     try:
         client.ping()
         where = str(maybe_sanitize_url(url))
@@ -69,5 +69,9 @@ def _database(settings: Settings) -> str:
         engine.dispose()
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [""])[0][:200]
+def _storage(settings: Settings) -> str:
+    backend = storage.from_settings(settings)
+    try:
+        return backend.check()
+    finally:
+        backend.close()

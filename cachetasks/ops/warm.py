@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from .. import collector, copier
 from ..cache import Cache
+from ..errors import Transient
 from ..ref import FileRef
 from ..settings import Settings
 from ..storage import Storage
@@ -27,8 +28,8 @@ def warm_once(
 
     def copy(ref: FileRef) -> str:
         try:
-            return copier.copy_file(cache, storage, ref, settings, owner=owner)[0].value
-        except copier.TRANSIENT as exc:
+            return copier.copy_file(cache, storage, ref, settings, owner=owner).outcome.value
+        except Transient as exc:
             cache.release(ref, owner)
             return f"error:{type(exc).__name__}"
 

@@ -7,7 +7,7 @@ from types import TracebackType
 from typing import Protocol
 
 from ..errors import InvalidAddress
-from ..ref import address_problem
+from ..ref import FileRef, address_problem
 
 
 class Blob:
@@ -35,12 +35,23 @@ class Storage(Protocol):
 
     def open(self, bucket: str, location: str, *, chunk_size: int) -> Blob: ...
 
+    def put(self, bucket: str, location: str, data: bytes) -> None:
+        """Write `data` where `open(bucket, location)` reads it: for demos, tests and benchmarks only."""
+        ...
+
     def check(self) -> str:
         """Raise StorageError when storage cannot be reached; return a one-line description."""
         ...
 
+    def close(self) -> None:
+        """Release the backend's connections."""
+        ...
 
-def check_address(bucket: str, location: str) -> None:
+
+def check_address(bucket: str, location: str) -> FileRef:
+    """The file at (bucket, location); InvalidAddress for an address no backend may read."""
+    ref = FileRef(bucket, location)
     problem = address_problem(bucket, location)
     if problem:
-        raise InvalidAddress(str(bucket), str(location), problem)
+        raise InvalidAddress(problem, ref)
+    return ref

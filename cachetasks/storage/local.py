@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import FileMissing, InvalidAddress, StorageUnavailable
+from ..ref import FileRef
 from .base import Blob, check_address
 
 
@@ -18,34 +19,35 @@ class LocalStorage:
 
     def path_of(self, bucket: str, location: str) -> Path:
         """The real path of a file, after symlinks, refusing anything that leaves root."""
-        check_address(bucket, location)
+        ref = check_address(bucket, location)
         candidate = self.root / bucket / location
         try:
             real = candidate.resolve(strict=True)
         except FileNotFoundError:
-            raise FileMissing(bucket, location, "no such file") from None
+            raise FileMissing("no such file", ref) from None
         except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
-            raise InvalidAddress(bucket, location, f"cannot resolve: {type(exc).__name__}") from None
+            raise InvalidAddress(f"cannot resolve: {type(exc).__name__}", ref) from None
         if not real.is_relative_to(self.root):
-            raise InvalidAddress(bucket, location, "resolves outside the storage root")
+            raise InvalidAddress("resolves outside the storage root", ref)
         return real
 
     def open(self, bucket: str, location: str, *, chunk_size: int) -> Blob:
         path = self.path_of(bucket, location)
+        ref = FileRef(bucket, location)
         try:
             # O_NOFOLLOW: the resolved path has no link left; refuse one swapped in since.
             # O_NONBLOCK: opening a FIFO must not wait for a writer (regular files ignore it).
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
-            raise FileMissing(bucket, location, "no such file") from None
+            raise FileMissing("no such file", ref) from None
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise InvalidAddress(bucket, location, "is a symlink") from None
-            raise StorageUnavailable(bucket, location, f"{type(exc).__name__}: {exc.strerror}") from None
+                raise InvalidAddress("is a symlink", ref) from None
+            raise StorageUnavailable(f"{type(exc).__name__}: {exc.strerror}", ref) from None
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             os.close(fd)
-            raise InvalidAddress(bucket, location, "is not a regular file")
+            raise InvalidAddress("is not a regular file", ref)
         handle = os.fdopen(fd, "rb", buffering=0)
 
         def chunks() -> Iterator[bytes]:
@@ -54,7 +56,18 @@ class LocalStorage:
 
         return Blob(info.st_size, chunks(), handle.close)
 
+    def put(self, bucket: str, location: str, data: bytes) -> None:
+        ref = check_address(bucket, location)
+        path = self.root / bucket / location
+        if not path.parent.resolve().is_relative_to(self.root):  # a parent folder linked elsewhere
+            raise InvalidAddress("resolves outside the storage root", ref)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
     def check(self) -> str:
         if not self.root.is_dir():
-            raise StorageUnavailable("", "", f"storage root {self.root} is not a directory")
+            raise StorageUnavailable(f"storage root {self.root} is not a directory")
         return f"local folder {self.root}"
+
+    def close(self) -> None:
+        pass  # nothing held between reads

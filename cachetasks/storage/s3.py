@@ -6,6 +6,7 @@ object key = location). With a fixed bucket, objects sit at `[prefix/]{bucket}/{
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +15,8 @@ import botocore.config
 import botocore.exceptions as bce
 import urllib3.exceptions
 
-from ..errors import FileMissing, InvalidAddress, StorageUnavailable
+from ..errors import FileMissing, InvalidAddress, StorageError, StorageUnavailable, first_line
+from ..ref import FileRef
 from .base import Blob, check_address
 
 if TYPE_CHECKING:
@@ -45,6 +47,7 @@ class S3Storage:
         self.client = client
         self.bucket = bucket
         self.prefix = prefix.strip("/")
+        self._made: set[str] = set()  # buckets `put` created or found
 
     def address(self, bucket: str, location: str) -> tuple[str, str]:
         """The real (bucket, object key) of a file."""
@@ -53,25 +56,34 @@ class S3Storage:
         return self.bucket, "/".join(p for p in (self.prefix, bucket, location) if p)
 
     def open(self, bucket: str, location: str, *, chunk_size: int) -> Blob:
-        check_address(bucket, location)
+        ref = check_address(bucket, location)
         real_bucket, key = self.address(bucket, location)
         try:
             response = self.client.get_object(Bucket=real_bucket, Key=key)
         except bce.ClientError as exc:
-            raise _translate(bucket, location, exc) from None
+            raise _translate(exc, ref) from None
         except bce.ParamValidationError as exc:
-            raise InvalidAddress(bucket, location, f"rejected by S3: {_first_line(exc)}") from None
+            raise InvalidAddress(f"rejected by S3: {first_line(exc)}", ref) from None
         except _STREAM_ERRORS as exc:
-            raise StorageUnavailable(bucket, location, f"{type(exc).__name__}: {_first_line(exc)}") from None
+            raise StorageUnavailable(f"{type(exc).__name__}: {first_line(exc)}", ref) from None
         body = response["Body"]
 
         def chunks() -> Iterator[bytes]:
             try:
                 yield from body.iter_chunks(chunk_size)
             except _STREAM_ERRORS as exc:
-                raise StorageUnavailable(bucket, location, f"read failed: {type(exc).__name__}") from None
+                raise StorageUnavailable(f"read failed: {type(exc).__name__}", ref) from None
 
         return Blob(int(response.get("ContentLength") or 0), chunks(), body.close)
+
+    def put(self, bucket: str, location: str, data: bytes) -> None:
+        check_address(bucket, location)
+        real_bucket, key = self.address(bucket, location)
+        if real_bucket not in self._made:
+            with contextlib.suppress(self.client.exceptions.BucketAlreadyOwnedByYou):
+                self.client.create_bucket(Bucket=real_bucket)
+            self._made.add(real_bucket)
+        self.client.put_object(Bucket=real_bucket, Key=key, Body=data)
 
     def check(self) -> str:
         try:
@@ -80,26 +92,25 @@ class S3Storage:
             else:
                 self.client.list_buckets()
         except bce.ClientError as exc:
-            error = _translate(self.bucket or "", "", exc)
+            error = _translate(exc)
             if isinstance(error, FileMissing):
-                raise FileMissing("", "", f"bucket {self.bucket} does not exist ({error.reason})") from None
+                raise FileMissing(f"bucket {self.bucket} does not exist ({error.reason})") from None
             raise error from None
         except _STREAM_ERRORS as exc:
-            raise StorageUnavailable(self.bucket or "", "", f"{type(exc).__name__}: {_first_line(exc)}") from None
+            raise StorageUnavailable(f"{type(exc).__name__}: {first_line(exc)}") from None
         where = self.client.meta.endpoint_url
         return f"S3 at {where}" + (f", bucket {self.bucket}" if self.bucket else "")
 
+    def close(self) -> None:
+        self.client.close()
 
-def _translate(bucket: str, location: str, exc: bce.ClientError) -> Exception:
+
+def _translate(exc: bce.ClientError, ref: FileRef | None = None) -> StorageError:
     error = exc.response.get("Error", {})
     code = str(error.get("Code", ""))
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     if code in MISSING_CODES or status == 404:
-        return FileMissing(bucket, location, code or "not found")
+        return FileMissing(code or "not found", ref)
     if code in INVALID_CODES:
-        return InvalidAddress(bucket, location, f"rejected by S3: {code}")
-    return StorageUnavailable(bucket, location, f"S3 error {code or status}")
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [""])[0][:200]
+        return InvalidAddress(f"rejected by S3: {code}", ref)
+    return StorageUnavailable(f"S3 error {code or status}", ref)

@@ -7,13 +7,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
 
-from cachetasks import collector
-from cachetasks.cache import COLLECT_LOCK, TMP, Cache, Scan, inflight_key, skip_key
+from cachetasks.cache import Cache, FileState, SkipReason, store
+from cachetasks.cache.keys import COLLECT_LOCK, TMP, inflight_key, skip_key
+from cachetasks.cache.lock import exclusive
 from cachetasks.errors import CacheWriteLost
 from cachetasks.ref import FileRef
 from testbed.servers import RedisServer, wait_until
@@ -29,7 +29,7 @@ def cache(cache: Cache) -> Cache:
     return cache
 
 
-def scan(cache: Cache, *refs: FileRef, inflight_ttl: int = INFLIGHT_TTL) -> tuple[list[FileRef], dict[Scan, int]]:
+def scan(cache: Cache, *refs: FileRef, inflight_ttl: int = INFLIGHT_TTL) -> tuple[list[FileRef], dict[FileState, int]]:
     result = cache.scan(refs, inflight_ttl=inflight_ttl, ttl=TTL)
     return result.claimed, {state: n for state, n in result.counts.items() if n}
 
@@ -56,13 +56,13 @@ def test_scan_classifies_each_file_and_claims_only_the_missing_ones(cache: Cache
     """Missing files are claimed ('queued', with the in-flight TTL); cached, skipped and in-flight ones are not."""
     # Given
     cache.client.set(CACHED.key, b"data", ex=TTL)
-    cache.remember_skip(SKIPPED, "missing", 60)
+    cache.remember_skip(SKIPPED, SkipReason.MISSING, 60)
     cache.client.set(inflight_key(BUSY.key), "task-1", px=INFLIGHT_TTL * 1000)
     # When
     claimed, counts = scan(cache, MISSING, CACHED, SKIPPED, BUSY)
     # Expect
     assert claimed == [MISSING]
-    assert counts == {Scan.CLAIMED: 1, Scan.CACHED: 1, Scan.SKIPPED: 1, Scan.IN_FLIGHT: 1}
+    assert counts == {FileState.CLAIMED: 1, FileState.CACHED: 1, FileState.SKIPPED: 1, FileState.IN_FLIGHT: 1}
     assert cache.client.get(inflight_key(MISSING.key)) == b"queued"
     assert INFLIGHT_TTL * 1000 - 2000 < cache.client.pttl(inflight_key(MISSING.key)) <= INFLIGHT_TTL * 1000
     assert cache.client.get(inflight_key(BUSY.key)) == b"task-1"
@@ -77,7 +77,7 @@ def test_a_second_scan_sees_the_claim_as_in_flight(cache: Cache) -> None:
     claimed, counts = scan(cache, MISSING)
     # Expect
     assert claimed == []
-    assert counts == {Scan.IN_FLIGHT: 1}
+    assert counts == {FileState.IN_FLIGHT: 1}
 
 
 def test_a_claim_expires_after_the_inflight_ttl(cache: Cache) -> None:
@@ -112,7 +112,7 @@ def test_scan_handles_more_files_than_one_round_trip_takes(cache: Cache) -> None
     claimed, counts = scan(cache, *refs)
     # Expect
     assert claimed == refs[:-1]
-    assert counts == {Scan.CLAIMED: 12_000, Scan.CACHED: 1}
+    assert counts == {FileState.CLAIMED: 12_000, FileState.CACHED: 1}
 
 
 def test_unclaim_releases_queued_claims_only(cache: Cache) -> None:
@@ -120,7 +120,7 @@ def test_unclaim_releases_queued_claims_only(cache: Cache) -> None:
     # Given
     taken = FileRef("kb1", "taken.pdf")
     scan(cache, MISSING, taken)
-    assert cache.begin(taken, "task-1", inflight_ttl=INFLIGHT_TTL).state == "go"
+    assert cache.begin(taken, "task-1", inflight_ttl=INFLIGHT_TTL).state is FileState.CLAIMED
     # When
     cache.unclaim([MISSING, taken])
     # Expect
@@ -133,10 +133,10 @@ def test_unclaim_releases_queued_claims_only(cache: Cache) -> None:
 
 BEGIN: dict[str, tuple[str | None, bool, bool, str, bytes | None]] = {
     # mark before, cached, skip remembered -> answer, mark after
-    "queued claim": ("queued", False, False, "go", b"me"),
-    "own claim (a retry)": ("me", False, False, "go", b"me"),
-    "no claim (run by hand)": (None, False, False, "go", b"me"),
-    "another task's claim": ("other", False, False, "busy", b"other"),
+    "queued claim": ("queued", False, False, "claimed", b"me"),
+    "own claim (a retry)": ("me", False, False, "claimed", b"me"),
+    "no claim (run by hand)": (None, False, False, "claimed", b"me"),
+    "another task's claim": ("other", False, False, "in-flight", b"other"),
     "cached, queued claim": ("queued", True, False, "cached", None),
     "cached, own claim": ("me", True, False, "cached", None),
     "cached, another task's claim": ("other", True, False, "cached", b"other"),
@@ -148,32 +148,32 @@ BEGIN: dict[str, tuple[str | None, bool, bool, str, bytes | None]] = {
 def test_begin_takes_the_claim_or_says_why_not(
     cache: Cache, mark: str | None, cached: bool, skipped: bool, answer: str, after: bytes | None
 ) -> None:
-    """'go' for a queued or own claim, 'busy' for another owner's, 'cached'/'skipped' dropping a claim of ours."""
+    """'claimed' for a queued or own claim, 'in-flight' for another's, 'cached'/'skipped' dropping a claim of ours."""
     # Given
     if mark:
         cache.client.set(inflight_key(MISSING.key), mark, px=10_000)
     if cached:
         cache.client.set(MISSING.key, b"data", ex=TTL)
     if skipped:
-        cache.remember_skip(MISSING, "missing", 60)
+        cache.remember_skip(MISSING, SkipReason.MISSING, 60)
     # When
     got = cache.begin(MISSING, "me", inflight_ttl=INFLIGHT_TTL)
     # Expect
     assert got == (answer, 0)
     assert cache.client.get(inflight_key(MISSING.key)) == after
-    if answer == "go":
+    if answer == "claimed":
         assert cache.client.pttl(inflight_key(MISSING.key)) > 10_000, "the claim now lasts inflight_ttl"
 
 
 def test_a_file_skipped_for_lack_of_room_tells_its_size_to_the_next_claim(cache: Cache) -> None:
     """The size remembered with a skip outlives the skip, and `begin` returns it with the claim."""
     # Given a file skipped for 1 s for lack of room, needing 256 KiB, remembered for a minute
-    cache.remember_skip(MISSING, "redis-full", 1, needs=256 * 1024, needs_ttl=60)
-    assert cache.begin(MISSING, "me", inflight_ttl=INFLIGHT_TTL) == ("skipped", 0)
+    cache.remember_skip(MISSING, SkipReason.REDIS_FULL, 1, needs=256 * 1024, needs_ttl=60)
+    assert cache.begin(MISSING, "me", inflight_ttl=INFLIGHT_TTL) == (FileState.SKIPPED, 0)
     # When the skip has passed
     cache.client.delete(skip_key(MISSING.key))
     # Expect the claim, with the size it needs
-    assert cache.begin(MISSING, "me", inflight_ttl=INFLIGHT_TTL) == ("go", 256 * 1024)
+    assert cache.begin(MISSING, "me", inflight_ttl=INFLIGHT_TTL) == (FileState.CLAIMED, 256 * 1024)
 
 
 def test_release_deletes_only_its_own_claim(cache: Cache) -> None:
@@ -204,14 +204,14 @@ def test_hold_extends_only_its_own_claim(cache: Cache) -> None:
 # -- store -----------------------------------------------------------------------------------------
 
 
-def store(cache: Cache, chunks: Iterator[bytes], *, tmp_ttl: int = INFLIGHT_TTL, **kwargs: Any) -> int | None:
-    return cache.store(MISSING.key, chunks, ttl=TTL, tmp_ttl=tmp_ttl, **kwargs)
+def store_(cache: Cache, chunks: Iterator[bytes], *, tmp_ttl: int = INFLIGHT_TTL) -> int | None:
+    return cache.store(MISSING.key, chunks, ttl=TTL, tmp_ttl=tmp_ttl)
 
 
 def test_a_single_chunk_is_stored_with_the_ttl(cache: Cache) -> None:
     """A small file is one value with the full TTL, and store returns its size."""
     # When
-    size = store(cache, stream(b"small \x00 file"))
+    size = store_(cache, stream(b"small \x00 file"))
     # Expect
     assert size == 12
     assert cache.client.get(MISSING.key) == b"small \x00 file"
@@ -221,7 +221,7 @@ def test_a_single_chunk_is_stored_with_the_ttl(cache: Cache) -> None:
 def test_an_empty_stream_stores_an_empty_value(cache: Cache) -> None:
     """A 0-byte file is cached as an empty value with the TTL, so it is not fetched again."""
     # When
-    size = store(cache, stream())
+    size = store_(cache, stream())
     # Expect
     assert size == 0
     assert cache.client.get(MISSING.key) == b""
@@ -233,7 +233,7 @@ def test_a_multi_chunk_stream_is_stored_exactly_with_no_leftovers(cache: Cache) 
     # Given
     chunks = [os.urandom(4096) for _ in range(9)] + [b"\x00\xff end"]
     # When
-    size = store(cache, iter(chunks))
+    size = store_(cache, iter(chunks))
     # Expect
     assert size == sum(map(len, chunks))
     assert cache.client.get(MISSING.key) == b"".join(chunks)
@@ -247,7 +247,7 @@ def test_store_never_overwrites_a_value_already_there(cache: Cache, chunks: list
     # Given
     cache.client.set(MISSING.key, b"old", ex=100)
     # When
-    size = store(cache, iter(chunks))
+    size = store_(cache, iter(chunks))
     # Expect
     assert size is None
     assert cache.client.get(MISSING.key) == b"old"
@@ -260,7 +260,7 @@ def test_a_failing_stream_leaves_no_key_and_no_temporary_key(cache: Cache, fail_
     """Storage failing mid-file propagates its error and leaves Redis as it was."""
     # When
     with pytest.raises(RuntimeError, match="storage went away"):
-        store(cache, stream(b"a" * 100, b"b" * 100, b"c" * 100, b"d" * 100, b"e" * 100, fail_after=fail_after))
+        store_(cache, stream(b"a" * 100, b"b" * 100, b"c" * 100, b"d" * 100, b"e" * 100, fail_after=fail_after))
     # Expect
     assert not cache.client.exists(MISSING.key)
     assert tmp_keys(cache) == []
@@ -287,7 +287,7 @@ def test_a_reader_never_sees_part_of_a_value_being_stored(cache: Cache, redis_se
     thread.start()
     # When
     try:
-        store(cache, stream(*data, pause=0.01))
+        store_(cache, stream(*data, pause=0.01))
     finally:
         done.set()
         thread.join()
@@ -311,20 +311,20 @@ def test_the_temporary_key_expires_if_the_copy_is_abandoned(cache: Cache) -> Non
             yield b"x" * 10
 
     # When
-    store(cache, watched(), tmp_ttl=7)
+    store_(cache, watched(), tmp_ttl=7)
     # Expect
     assert observed == [(7, 20, False), (7, 30, False)]
 
 
-def test_a_long_store_calls_the_heartbeat(cache: Cache) -> None:
-    """A copy that streams for a while calls heartbeat (which keeps the task's claim) as it goes."""
-    # Given
-    beats: list[float] = []
+def test_a_long_store_renews_its_temporary_key_as_it_goes(cache: Cache, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A value that streams in for longer than its temporary key's TTL is kept alive to the end and published."""
+    # Given a 1 s temporary key renewed every 0.1 s, and a stream of 2 s
+    monkeypatch.setattr(store, "TMP_RENEW_EVERY", 0.1)
     # When
-    store(cache, stream(*[b"x"] * 6, pause=0.02), heartbeat=lambda: beats.append(1), heartbeat_every=0.01)
+    size = store_(cache, stream(*[b"x"] * 10, pause=0.2), tmp_ttl=1)
     # Expect
-    assert len(beats) >= 3
-    assert cache.client.get(MISSING.key) == b"x" * 6
+    assert size == 10
+    assert cache.client.get(MISSING.key) == b"x" * 10
 
 
 def test_a_temporary_key_that_expires_mid_stream_never_publishes_a_truncated_value(cache: Cache) -> None:
@@ -339,7 +339,7 @@ def test_a_temporary_key_that_expires_mid_stream_never_publishes_a_truncated_val
 
     # When
     try:
-        size = store(cache, stalling(), tmp_ttl=1)
+        size = store_(cache, stalling(), tmp_ttl=1)
     except CacheWriteLost:
         size = None
     # Expect
@@ -383,13 +383,13 @@ def test_a_temporary_key_evicted_mid_stream_never_publishes_a_truncated_value(sm
 def test_the_collect_lock_is_renewed_for_as_long_as_the_collect_runs_and_released_after(cache: Cache) -> None:
     """A 1 s lock held for 2.5 s stays taken throughout, keeps a second collect out, and is gone afterwards."""
     # Given / When a collect holds a 1 s lock for 2.5 s
-    with collector.exclusive(cache.client, seconds=1) as ours:
+    with exclusive(cache.client, cache.scripts, seconds=1) as ours:
         assert ours
         for _ in range(5):
             time.sleep(0.5)
             # Expect the lock still there, and a second collect kept out
             assert cache.client.pttl(COLLECT_LOCK) > 0
-            with collector.exclusive(cache.client, seconds=1) as second:
+            with exclusive(cache.client, cache.scripts, seconds=1) as second:
                 assert not second
     # Expect it released
     assert not cache.client.exists(COLLECT_LOCK)
@@ -398,7 +398,7 @@ def test_the_collect_lock_is_renewed_for_as_long_as_the_collect_runs_and_release
 def test_a_lock_taken_over_after_it_lapsed_is_neither_renewed_nor_released_by_its_old_holder(cache: Cache) -> None:
     """When another collect holds the lock now, the first one's renewal and release leave it alone."""
     # Given a collect whose lock lapsed and was taken by another
-    with collector.exclusive(cache.client, seconds=1) as ours:
+    with exclusive(cache.client, cache.scripts, seconds=1) as ours:
         assert ours
         cache.client.set(COLLECT_LOCK, "another", px=60_000)
         time.sleep(0.5)

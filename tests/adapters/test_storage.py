@@ -1,4 +1,4 @@
-"""The storage contract, run against a local folder and against an S3 server in both layouts."""
+"""The storage contract, run against a local folder, an S3 server in both layouts, and the in-memory double."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from cachetasks.errors import FileMissing, InvalidAddress, StorageError, StorageUnavailable
+from cachetasks.ref import FileRef
 from cachetasks.settings import Settings
-from cachetasks.storage import LocalStorage, S3Storage, Storage
-from cachetasks.storage.s3 import make_client
+from cachetasks.storage import LocalStorage, MemoryStorage, Storage
+from cachetasks.storage.s3 import S3Storage, make_client
 from testbed.proxy import Fault, S3Proxy
 from testbed.servers import S3Server, free_port
 
@@ -74,50 +75,55 @@ def service_client(s3_server: S3Server) -> Iterator[tuple[Any, Callable[[], int]
 @pytest.fixture
 def local_backend(tmp_path: Path) -> Backend:
     """A folder per test: files at `{root}/{bucket}/{location}`."""
-    root = tmp_path / "storage"
-    root.mkdir()
-
-    def put(bucket: str, location: str, data: bytes) -> None:
-        path = root / bucket / location
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-
-    return Backend(LocalStorage(root), put, lambda: 0)
+    storage = LocalStorage(tmp_path / "storage")
+    storage.root.mkdir()
+    return Backend(storage, storage.put, lambda: 0)
 
 
 @pytest.fixture
 def s3_backend(s3: Any, service_client: tuple[Any, Callable[[], int]]) -> Backend:
-    """Bucket-per-kb layout, as RAGFlow's MinIO: bucket = kb_id, object key = location."""
-    made: set[str] = set()
+    """Bucket-per-kb layout, as RAGFlow's MinIO: bucket = kb_id, object key = location.
 
-    def put(bucket: str, location: str, data: bytes) -> None:
-        if bucket not in made:
-            s3.create_bucket(Bucket=bucket)
-            made.add(bucket)
-        s3.put_object(Bucket=bucket, Key=location, Body=data)
-
+    Files are put through another client of the same layout, so that only reads are counted.
+    """
     client, requests = service_client
-    return Backend(S3Storage(client), put, requests)
+    return Backend(S3Storage(client), S3Storage(s3).put, requests)
 
 
 @pytest.fixture
 def s3_shared_backend(s3: Any, service_client: tuple[Any, Callable[[], int]]) -> Backend:
     """Single-bucket layout: objects at `{prefix}/{bucket}/{location}` in one bucket."""
     s3.create_bucket(Bucket=SHARED_BUCKET)
-
-    def put(bucket: str, location: str, data: bytes) -> None:
-        s3.put_object(Bucket=SHARED_BUCKET, Key=f"{PREFIX.strip('/')}/{bucket}/{location}", Body=data)
-
     client, requests = service_client
-    return Backend(S3Storage(client, bucket=SHARED_BUCKET, prefix=PREFIX), put, requests)
+    return Backend(
+        S3Storage(client, bucket=SHARED_BUCKET, prefix=PREFIX),
+        S3Storage(s3, bucket=SHARED_BUCKET, prefix=PREFIX).put,
+        requests,
+    )
 
 
-@pytest.fixture(params=["local", "s3", "s3 shared bucket"])
+@pytest.fixture
+def memory_backend() -> Backend:
+    """The in-memory double the direct tests of the copy use."""
+    storage = MemoryStorage()
+    return Backend(storage, storage.put, lambda: sum(storage.opens.values()))
+
+
+@pytest.fixture(params=["local", "s3", "s3 shared bucket", "memory"])
 def backend(request: pytest.FixtureRequest) -> Backend:
     """Each storage backend in turn."""
-    fixture = {"local": "local_backend", "s3": "s3_backend", "s3 shared bucket": "s3_shared_backend"}[request.param]
+    fixture = f"{request.param.replace(' shared bucket', '_shared')}_backend"
     made: Backend = request.getfixturevalue(fixture)
     return made
+
+
+def test_the_shared_layout_puts_the_logical_bucket_and_prefix_in_the_key(s3: Any, s3_shared_backend: Backend) -> None:
+    """`put` and `open` agree on `{prefix}/{bucket}/{location}` inside the one real bucket."""
+    # When
+    s3_shared_backend.put("kb1", "dir/doc.pdf", b"here")
+    # Expect
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=SHARED_BUCKET)["Contents"]]
+    assert keys == [f"{PREFIX.strip('/')}/kb1/dir/doc.pdf"]
 
 
 def read(storage: Storage, bucket: str, location: str, chunk_size: int = CHUNK) -> tuple[int, list[bytes]]:
@@ -175,7 +181,7 @@ def test_a_missing_file_or_bucket_is_file_missing(backend: Backend, bucket: str,
     with pytest.raises(FileMissing) as caught:
         backend.storage.open(bucket, location, chunk_size=CHUNK)
     # Expect
-    assert (caught.value.bucket, caught.value.location) == (bucket, location)
+    assert caught.value.ref == FileRef(bucket, location)
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from cachetasks.cache import Cache
+from cachetasks.cache import Cache, FileState
 from cachetasks.cache.keys import skip_key
 from cachetasks.ops.demo import insert_document
 from cachetasks.ref import FileRef
@@ -129,7 +129,7 @@ def test_status_reports_what_the_cache_holds_what_waits_and_the_queues(
     with sqlite_engine.begin() as conn:
         insert_document(conn, kb_id="kb1", location="late.txt", created_ms=int((time.time() - 40) * 1000))
         insert_document(conn, kb_id="kb1", location="busy.txt")
-    assert cache.begin(FileRef("kb1", "busy.txt"), "another-copier", inflight_ttl=120).state == "go"
+    assert cache.begin(FileRef("kb1", "busy.txt"), "another-copier", inflight_ttl=120).state is FileState.CLAIMED
     broker = redis_server.client(0)
     broker.delete(COLLECT_QUEUE, FILES_QUEUE)
     broker.rpush(FILES_QUEUE, "m1", "m2", "m3")

@@ -6,7 +6,7 @@ from typing import Any, cast
 
 import redis
 
-from cachetasks.cache.ledger import MemoryGauge
+from cachetasks.cache.memory import MemoryGauge
 
 MB = 1_000_000
 

@@ -1,0 +1,68 @@
+"""Writing files into the cache: whole, with a TTL, never over a value already there."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import time
+import uuid
+from collections.abc import Iterator
+
+import redis
+
+from ..errors import CacheWriteLost
+from .keys import TMP
+from .scripts import Scripts
+
+TMP_RENEW_EVERY = 1.0  # seconds between renewals of a temporary key's TTL while a long value streams in
+
+
+class Writes:
+    """The write operations of `Cache`."""
+
+    client: redis.Redis
+    scripts: Scripts
+
+    def put(self, key: str, value: bytes, *, ttl: int) -> int | None:
+        """Write a whole file in one `SET NX EX`; its length, or None if a value was already there.
+
+        A plain command, not a script: Redis copies a script's arguments into Lua strings,
+        which costs it about 300 us of CPU per 256 KiB, ten times the SET itself.
+        """
+        return len(value) if self.client.set(key, value, ex=ttl, nx=True) else None
+
+    def store(self, key: str, chunks: Iterator[bytes], *, ttl: int, tmp_ttl: int) -> int | None:
+        """Write the stream at `key` with `ttl`, all or nothing; None if a value was already there.
+
+        A value that fits in one chunk is one `SET NX EX`. A longer one is appended to a
+        temporary key (whose TTL is renewed as it grows) and renamed into place by a script,
+        so readers never see part of it and memory stays bounded by the chunk size. Commands
+        carry no pipeline so that a refused write (OOM) fails cheaply instead of echoing the
+        payload in the error.
+        """
+        first = next(chunks, b"")
+        second = next(chunks, None)
+        if second is None:
+            return self.put(key, first, ttl=ttl)
+        tmp = TMP + uuid.uuid4().hex
+        total = 0
+        renewed = time.monotonic()
+        try:
+            self.client.set(tmp, first, ex=tmp_ttl)
+            total = len(first)
+            for chunk in itertools.chain((second,), chunks):
+                total += len(chunk)
+                # A temporary key that expired or was evicted comes back from APPEND shorter.
+                if self.client.append(tmp, chunk) != total:
+                    raise CacheWriteLost(f"{key}: the partial value vanished while streaming")
+                if time.monotonic() - renewed >= TMP_RENEW_EVERY:
+                    renewed = time.monotonic()
+                    self.client.expire(tmp, tmp_ttl)
+            published = self.scripts.publish(keys=[tmp, key], args=[ttl, total])
+        except BaseException:
+            with contextlib.suppress(redis.RedisError):  # best effort: the temporary key expires on its own
+                self.client.delete(tmp)
+            raise
+        if published == -1:
+            raise CacheWriteLost(f"{key}: the partial value vanished before it was published")
+        return total if published else None
