@@ -1,11 +1,14 @@
 # Thin wrappers: the logic is in scripts/, which CI (.ci/run) calls too.
-.PHONY: run test lint bench clean
+.PHONY: run test test-fast lint bench clean
 
 run:  ## the service with demo data: worker, collector, beat, Flower (Ctrl-C stops)
 	scripts/run.sh
 
-test:  ## the test suite against local Redis and PostgreSQL (extra arguments: PYTEST_ARGS="-x")
-	scripts/test.sh
+test:  ## every test, with real worker and beat processes (extra arguments: PYTEST_ARGS="-x")
+	scripts/test.sh all
+
+test-fast:  ## unit and adapter tests against the real servers, no worker or beat process (about a minute)
+	scripts/test.sh fast
 
 lint:  ## ruff check, ruff format --check, mypy
 	scripts/lint.sh

@@ -27,9 +27,11 @@ import redis
 import sqlalchemy as sa
 
 from cachetasks import catalog
-from cachetasks.cache import LAST_COLLECT
+from cachetasks.cache.keys import LAST_COLLECT
 from cachetasks.catalog import schema
 from cachetasks.settings import FILES_QUEUE
+from cachetasks.storage import LocalStorage, Storage
+from cachetasks.storage.s3 import S3Storage
 from testbed.processes import REPO as REPO
 from testbed.processes import Processes, service_env
 from testbed.servers import RedisServer, S3Server, free_port, postgres_database, stop_process, wait_until
@@ -276,25 +278,20 @@ def payload(i: int, size: int, block: bytes) -> bytes:
     return head + body
 
 
-def put_s3(client: Any, bucket: str, names: Sequence[str], size: int, *, threads: int = 8) -> None:
-    with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
-        client.create_bucket(Bucket=bucket)
+def put_files(storage: Storage, bucket: str, names: Sequence[str], size: int, *, threads: int = 8) -> None:
+    """`size` bytes, unique per file, at each of `names` in `bucket`, where `storage` reads them."""
     block = os.urandom(min(size, 1 * MiB) or 1)
+    storage.put(bucket, names[0], payload(0, size, block))  # first alone: it may create the bucket
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-        list(
-            pool.map(
-                lambda item: client.put_object(Bucket=bucket, Key=item[1], Body=payload(item[0], size, block)),
-                enumerate(names),
-            )
-        )
+        list(pool.map(lambda i: storage.put(bucket, names[i], payload(i, size, block)), range(1, len(names))))
+
+
+def put_s3(client: Any, bucket: str, names: Sequence[str], size: int, *, threads: int = 8) -> None:
+    put_files(S3Storage(client), bucket, names, size, threads=threads)
 
 
 def put_local(root: Path, bucket: str, names: Sequence[str], size: int) -> None:
-    block = os.urandom(min(size, 1 * MiB) or 1)
-    for i, name in enumerate(names):
-        path = root / bucket / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(payload(i, size, block))
+    put_files(LocalStorage(root), bucket, names, size, threads=1)
 
 
 # -- the lab itself ----------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from .errors import first_line
+
 
 class OutageLog:
     """`failed(exc or detail)` warns at most once per `every` seconds, counting the failures in between;
@@ -55,5 +57,4 @@ class OutageLog:
 
 def describe(exc: BaseException) -> str:
     """The error's class and first line: redis-py names host and port, never the password."""
-    first = (str(exc).strip().splitlines() or [""])[0][:200]
-    return f"{type(exc).__name__}: {first}"
+    return f"{type(exc).__name__}: {first_line(exc)}"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Make the local services answer, starting (or installing, as root) what is missing.
-# Usage: scripts/ensure-services.sh redis [postgres] [chromium]
+# Usage: scripts/ensure-services.sh redis [postgres] [mariadb] [chromium]
 #   redis     127.0.0.1:6379, answering PING
 #   postgres  127.0.0.1:5432, answering pg_isready
+#   mariadb   127.0.0.1:3306 (RAGFlow's default database is MySQL), accepting connections
 #   chromium  /usr/bin/chromium, for the browser test of Flower (Debian's package, not Playwright's download)
 set -euo pipefail
 
@@ -20,6 +21,11 @@ redis_answers() {
 
 postgres_answers() {
   pg_isready -q -h 127.0.0.1 -p 5432
+}
+
+mariadb_answers() {
+  { exec 4<>/dev/tcp/127.0.0.1/3306; } 2>/dev/null || return 1
+  exec 4<&- 4>&-
 }
 
 wait_for() {  # wait_for NAME CHECK: up to 30 s
@@ -74,6 +80,19 @@ ensure_postgres() {
   wait_for postgres postgres_answers
 }
 
+ensure_mariadb() {
+  if mariadb_answers; then echo "ensure-services: mariadb is up"; return 0; fi
+  if [[ ! -x /usr/sbin/mariadbd ]]; then
+    # Tests that need MariaDB skip without it on a laptop and fail under CI.
+    echo "ensure-services: MariaDB is not installed; its tests will not run (apt-get install mariadb-server)" >&2
+    if [[ ${CI:-} == true ]]; then return 1; fi
+    return 0
+  fi
+  echo "ensure-services: starting MariaDB"
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+  wait_for mariadb mariadb_answers
+}
+
 ensure_chromium() {
   if [[ -x /usr/bin/chromium ]]; then echo "ensure-services: chromium is installed"; return 0; fi
   apt_install chromium
@@ -83,6 +102,7 @@ for service in "$@"; do
   case "$service" in
     redis) ensure_redis ;;
     postgres) ensure_postgres ;;
+    mariadb) ensure_mariadb ;;
     chromium) ensure_chromium ;;
     *) echo "ensure-services: unknown service $service" >&2; exit 2 ;;
   esac

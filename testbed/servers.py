@@ -48,17 +48,20 @@ def wait_until(check: Callable[[], object], *, timeout: float, interval: float =
 
 
 def stop_process(proc: subprocess.Popen[bytes], *, grace: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL after `grace` seconds; the process group goes with it."""
+    """SIGTERM, then SIGKILL after `grace` seconds (at once if 0); the process group goes with it."""
     if proc.poll() is not None:
         return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
+    if grace > 0:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(5)
 
 
 class RedisServer:

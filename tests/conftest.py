@@ -1,7 +1,9 @@
-"""Fixtures that bring the real servers: a private redis-server, moto's S3 server, a PostgreSQL
-database of our own, and cachetasks' worker and beat as processes.
+"""Fixtures that bring the real servers: a private redis-server, moto's S3 server and a PostgreSQL
+database of our own. The worker and beat processes are `e2e/conftest.py`'s.
 
-A missing PostgreSQL skips the tests that need it on a laptop, and fails them in CI.
+Tiers, each with its own per-test timeout: `unit/` (no I/O), `adapters/` (real servers, no
+worker or beat: `make test-fast`), `e2e/` (worker and beat processes). A missing PostgreSQL
+skips the tests that need it on a laptop, and fails them in CI.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from cachetasks import catalog, storage
 from cachetasks.cache import Cache
 from cachetasks.catalog import schema
 from cachetasks.settings import Settings
-from testbed.processes import Processes, service_env
 from testbed.proxy import S3Proxy
 from testbed.servers import RedisServer, S3Server, postgres_database
 
@@ -131,32 +132,28 @@ def cache(redis_server: RedisServer) -> Iterator[Cache]:
 
 
 @pytest.fixture
-def processes(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[[dict[str, str]], Processes]]:
-    """Start worker and beat processes with given settings; all are stopped after the test.
+def redis_server_with(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
+    """Start redis-servers of this test's own with the given arguments; all are stopped after the test."""
+    servers: list[RedisServer] = []
 
-    Their logs are printed when the test fails.
-    """
-    started: list[Processes] = []
-
-    def make(settings: dict[str, str]) -> Processes:
-        procs = Processes(service_env(settings), tmp_path / "logs")
-        started.append(procs)
-        return procs
+    def make(*args: str) -> RedisServer:
+        server = RedisServer(tmp_path / f"redis-{len(servers)}", args=args).start()
+        servers.append(server)
+        return server
 
     yield make
-    for procs in started:
-        procs.stop_all()
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        for procs in started:
-            print(procs.logs())
+    for server in servers:
+        server.stop()
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
-    report = yield
-    setattr(item, "rep_" + report.when, report)
-    return report
+TIMEOUTS = {"unit": 10, "adapters": 30, "e2e": 120}  # seconds per test, unless a test says otherwise
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = item.path.parent.name
+        if tier in TIMEOUTS and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(TIMEOUTS[tier]))
 
 
 def settings_for(env: dict[str, str], **overrides: str) -> Settings:

@@ -8,127 +8,22 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 import redis
 import sqlalchemy as sa
 
 from cachetasks.cache import Cache
-from cachetasks.cache.keys import COLLECT_LOCK, LAST_COLLECT, LAST_REPORT, skip_key
+from cachetasks.cache.keys import COLLECT_LOCK, LAST_COLLECT, LAST_REPORT
 from cachetasks.ops.demo import insert_document
 from cachetasks.settings import COLLECT_QUEUE, FILES_QUEUE
 from testbed.observe import hash_of, log_lines
 from testbed.processes import Processes
-from testbed.proxy import S3Proxy
 from testbed.servers import RedisServer, wait_until
-from tests.support.e2e import put_local, put_s3, start_service, wait_for_collects, warnings_in
+from tests.support.e2e import put_local, start_service, wait_for_collects
 from tests.support.messages import publish_raw, send_tasks, task_headers
 
 Start = Callable[[dict[str, str]], Processes]
-
-
-def _sql_text(value: str | None) -> str:
-    """An SQLite expression for `value`: NULL, or a literal with NUL bytes spliced in with char(0)."""
-    if value is None:
-        return "NULL"
-    return " || ".join("'" + part.replace("'", "''") + "'" for part in value.split("\x00")).replace(
-        "' || '", "' || char(0) || '"
-    )
-
-
-def _ongoing_sql(pairs: list[tuple[str | None, str | None]]) -> str:
-    return " UNION ALL ".join(f"SELECT {_sql_text(b)} AS bucket, {_sql_text(loc)} AS location" for b, loc in pairs)
-
-
-NO_ADDRESS: list[tuple[str | None, str | None]] = [
-    ("kb1", None),
-    ("kb1", ""),
-    ("kb1", "   "),
-    (None, "x.pdf"),
-    ("", "x.pdf"),
-]
-REFUSED: list[tuple[str, str]] = [
-    (" ", "x.pdf"),  # a blank bucket is refused (with a warning) rather than dropped like a blank location
-    ("kb1", "../secret.pdf"),
-    ("..", "x.pdf"),
-    ("kb1", "a/../../b.pdf"),
-    ("kb1", "/abs.pdf"),
-    ("kb1", "\\abs.pdf"),
-    ("kb1", "..\\up.pdf"),
-    ("kb\\1", "x.pdf"),
-    ("kb1", "a\x00b.pdf"),
-    ("kb1", "long-" + "x" * 1100),
-    ("b" * 1100, "x.pdf"),
-]
-S3_REJECTS = ("Bad_Bucket!", "x.pdf")
-CACHED: list[tuple[str, str]] = [
-    ("kb1", "dir\\mid.pdf"),  # a backslash inside a name is an ordinary character
-    ("kb1", "café au lait/naïve résumé 📄.pdf"),
-    ("kb1", "n" * 1024),  # exactly the 1024-byte limit
-    ("kb1", "control.pdf"),
-]
-
-
-def test_unusable_and_unsafe_addresses_are_dropped_or_refused_once_while_the_rest_is_cached(
-    s3_env: dict[str, str], s3: Any, s3_proxy: S3Proxy, sqlite_engine: sa.Engine, cache: Cache, processes: Start
-) -> None:
-    """NULL/blank parts dropped; '..', absolute, NUL, over-long refused with one warning; nothing of them read."""
-    # Given a running service whose ongoing query returns every kind of bad address next to good ones
-    # (SQLite, unlike PostgreSQL, can return a NUL byte in a text value)
-    for bucket, location in CACHED:
-        put_s3(s3, bucket, location, f"{bucket}/{location}".encode())
-    sql = _ongoing_sql([*NO_ADDRESS, *REFUSED, S3_REJECTS, *CACHED])
-    procs = processes({**s3_env, "CACHETASKS_ONGOING_SQL": sql})
-    # When it runs for a few collects
-    start_service(procs, cache.client)
-    keys = [f"{b}/{loc}" for b, loc in CACHED]
-    wait_until(lambda: cache.client.exists(*keys) == len(keys), timeout=5, what="the good addresses")
-    wait_for_collects(cache.client, 3)
-    # Expect the good ones cached as they are, read once each, and nothing else read
-    assert [cache.client.get(key) for key in keys] == [key.encode() for key in keys]
-    assert {path: n for path, n in s3_proxy.gets.items() if n} == {f"/{key}": 1 for key in keys}
-    # and each unsafe address refused with one warning in all those collects, never cached
-    warnings = warnings_in(procs.log("worker"))
-    for bucket, location in REFUSED:
-        shown = f"ignoring ongoing file {bucket!r:.200} / {location!r:.200}: "  # the collector's %.200r
-        said = [w for w in warnings if shown in w]
-        assert len(said) == 1, f"{len(said)} warnings for {bucket[:20]!r}/{location[:20]!r}"
-        assert not cache.client.exists(f"{bucket}/{location}")
-    # and the name S3 rejects: one warning, remembered as not cacheable
-    rejected = "/".join(S3_REJECTS)
-    assert len([w for w in warnings if rejected in w and "invalid" in w]) == 1
-    assert cache.client.exists(skip_key(rejected))
-    # and the counts of the last collect say so
-    report = {k: float(v) for k, v in hash_of(cache.client, LAST_REPORT).items()}
-    assert report["invalid"] == len(REFUSED)
-    assert report["ongoing"] == len(REFUSED) + 1 + len(CACHED)
-    assert "raised unexpected" not in procs.log("worker")
-
-
-def test_one_file_of_a_thousand_tasks_is_read_once_and_the_size_limit_holds_to_the_byte(
-    s3_env: dict[str, str], s3: Any, s3_proxy: S3Proxy, sqlite_engine: sa.Engine, cache: Cache, processes: Start
-) -> None:
-    """1,000 tasks of one document: one read. Limit 1000 bytes: 0 and 1000 cached, 1001 refused once."""
-    # Given a running service with a 1000-byte file limit
-    procs = processes({**s3_env, "CACHETASKS_MAX_FILE_BYTES": "1000"})
-    start_service(procs, cache.client)
-    files = {"book.pdf": b"b" * 10, "empty.bin": b"", "limit.bin": b"x" * 1000, "over.bin": b"y" * 1001}
-    for name, data in files.items():
-        put_s3(s3, "kb1", name, data)
-    # When a document split into 1,000 tasks and one document per file become ongoing
-    with sqlite_engine.begin() as conn:
-        insert_document(conn, kb_id="kb1", location="book.pdf", progress=[0.0] * 1000)
-        for name in ("empty.bin", "limit.bin", "over.bin"):
-            insert_document(conn, kb_id="kb1", location=name)
-    cached = ["kb1/book.pdf", "kb1/empty.bin", "kb1/limit.bin"]
-    wait_until(lambda: cache.client.exists(*cached) == 3, timeout=5, what="the files in bounds")
-    wait_for_collects(cache.client, 3)
-    # Expect each read once, the ones in bounds cached exactly, and the larger one refused with one warning
-    assert cache.client.mget(*cached) == [files["book.pdf"], b"", files["limit.bin"]]
-    assert {path: n for path, n in s3_proxy.gets.items() if n} == {f"/kb1/{name}": 1 for name in files}
-    assert not cache.client.exists("kb1/over.bin")
-    assert len([w for w in warnings_in(procs.log("worker")) if "kb1/over.bin" in w and "too-large" in w]) == 1
 
 
 def _wait_for_queue_without_overlapping_collects(

@@ -15,13 +15,14 @@ import pytest
 import sqlalchemy as sa
 
 from cachetasks.cache import Cache, FileState
-from cachetasks.cache.keys import skip_key
 from cachetasks.ops.demo import insert_document
+from cachetasks.ops.warm import warm_once
 from cachetasks.ref import FileRef
-from cachetasks.settings import COLLECT_QUEUE, FILES_QUEUE
+from cachetasks.settings import COLLECT_QUEUE, FILES_QUEUE, Settings
+from cachetasks.storage import LocalStorage
 from testbed.processes import REPO, Processes, service_env
-from testbed.servers import RedisServer, free_port, postgres_database, wait_until
-from tests.support.e2e import local_root, put_local, start_service
+from testbed.servers import RedisServer, free_port, postgres_database
+from tests.support.e2e import local_root, put_local
 
 Start = Callable[[dict[str, str]], Processes]
 COMMANDS = ("initdb", "demo", "status", "check", "warm", "metrics")
@@ -111,21 +112,19 @@ def test_initdb_creates_the_four_tables_in_a_fresh_postgresql_database_and_is_id
 
 
 def test_status_reports_what_the_cache_holds_what_waits_and_the_queues(
-    env: dict[str, str], sqlite_engine: sa.Engine, cache: Cache, redis_server: RedisServer, processes: Start
+    env: dict[str, str], sqlite_engine: sa.Engine, cache: Cache, redis_server: RedisServer
 ) -> None:
     """`status` and `status --json` count cached, skipped, uncached and in-flight files, bytes, queues and beat."""
-    # Given a worker and beat that cached two ongoing files and found a third missing
-    procs = processes(env)
-    start_service(procs, cache.client)
+    # Given a collect (run in this process, as `warm` does) that cached two ongoing files and found a third missing
     put_local(env, "kb1", "a.txt", b"a" * 100)
     put_local(env, "kb1", "b.txt", b"b" * 250)
     with sqlite_engine.begin() as conn:
         for name in ("a.txt", "b.txt", "gone.txt"):
             insert_document(conn, kb_id="kb1", location=name)
-    wait_until(lambda: cache.client.exists("kb1/a.txt", "kb1/b.txt") == 2, timeout=5, what="two cached files")
-    wait_until(lambda: cache.client.exists(skip_key("kb1/gone.txt")), timeout=5, what="the missing file's skip")
-    # Given, once the service is stopped, a document ongoing for 40 s, one being copied, and messages queued
-    procs.stop_all()
+    settings = Settings.from_env(env)
+    outcomes = warm_once(sqlite_engine, cache, LocalStorage(settings.storage_root), settings)
+    assert (outcomes["cached"], outcomes["missing"]) == (2, 1)
+    # Given then a document ongoing for 40 s, one being copied, and messages queued
     with sqlite_engine.begin() as conn:
         insert_document(conn, kb_id="kb1", location="late.txt", created_ms=int((time.time() - 40) * 1000))
         insert_document(conn, kb_id="kb1", location="busy.txt")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -18,53 +17,6 @@ from testbed.servers import wait_until
 from tests.support.e2e import put_s3, start_service, wait_for_collects
 
 Start = Callable[[dict[str, str]], Processes]
-
-
-def test_document_with_twenty_page_range_tasks_is_fetched_once(
-    s3_env: dict[str, str],
-    s3: Any,
-    s3_proxy: S3Proxy,
-    pg_engine: sa.Engine,
-    pg_url: str,
-    cache: Cache,
-    processes: Start,
-) -> None:
-    """Twenty ongoing tasks of one document make one address, read from storage once."""
-    # Given a running service and a document's file
-    start_service(processes({**s3_env, "CACHETASKS_DATABASE_URL": pg_url}), cache.client)
-    kb = "kb" + uuid.uuid4().hex[:16]
-    put_s3(s3, kb, "book.pdf", b"240 pages")
-    # When the document is split into 20 ongoing page-range tasks
-    with pg_engine.begin() as conn:
-        insert_document(conn, kb_id=kb, location="book.pdf", progress=[0.0] * 20)
-    # Expect one copy, and no other read over the next collects
-    wait_until(lambda: cache.client.exists(f"{kb}/book.pdf"), timeout=3, what="the document")
-    wait_for_collects(cache.client, 2)
-    assert cache.client.get(f"{kb}/book.pdf") == b"240 pages"
-    assert s3_proxy.gets[f"/{kb}/book.pdf"] == 1
-
-
-def test_file_already_in_redis_is_never_fetched_and_its_ttl_renewed_only_below_half(
-    s3_env: dict[str, str], s3: Any, s3_proxy: S3Proxy, sqlite_engine: sa.Engine, cache: Cache, processes: Start
-) -> None:
-    """A cached file is kept as it is (0 reads); while ongoing, a TTL under half of 720 s goes back to 720 s."""
-    # Given a running service, files in storage, and two of them already in Redis
-    start_service(processes(s3_env), cache.client)
-    for name in ("fresh", "stale", "control"):
-        put_s3(s3, "kb1", f"{name}.pdf", b"from storage")
-    cache.client.set("kb1/fresh.pdf", b"cached before", ex=700)
-    cache.client.set("kb1/stale.pdf", b"cached before", ex=100)
-    # When their documents become ongoing, with a control document that is not cached yet
-    with sqlite_engine.begin() as conn:
-        for name in ("fresh", "stale", "control"):
-            insert_document(conn, kb_id="kb1", location=f"{name}.pdf")
-    wait_until(lambda: cache.client.exists("kb1/control.pdf"), timeout=3, what="the control document")
-    wait_for_collects(cache.client, 2)
-    # Expect the cached values untouched and never read from storage
-    assert s3_proxy.gets["/kb1/fresh.pdf"] == s3_proxy.gets["/kb1/stale.pdf"] == 0
-    assert cache.client.mget("kb1/fresh.pdf", "kb1/stale.pdf") == [b"cached before", b"cached before"]
-    assert 0 < cache.client.ttl("kb1/fresh.pdf") <= 700
-    assert abs(cache.client.ttl("kb1/stale.pdf") - 720) <= 5
 
 
 def test_slow_storage_is_read_once_per_file_while_collects_keep_running(

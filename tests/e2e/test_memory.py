@@ -10,7 +10,6 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,23 +33,6 @@ KiB = 1024
 def _big(size: int) -> bytes:
     """`size` bytes whose every MiB differs, so that a value missing or repeating a chunk shows."""
     return b"".join(i.to_bytes(4, "big") * (MiB // 4) for i in range(size // MiB))
-
-
-@pytest.fixture
-def make_redis(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
-    """Start redis-servers of this test's own with the given arguments; all are stopped after the test."""
-    servers: list[RedisServer] = []
-
-    def make(*args: str) -> RedisServer:
-        server = RedisServer(tmp_path / f"redis-{len(servers)}", args=args).start()
-        servers.append(server)
-        return server
-
-    try:
-        yield make
-    finally:
-        for server in servers:
-            server.stop()
 
 
 @pytest.fixture
@@ -202,7 +184,7 @@ THRASH_FILES, THRASH_SIZE, THRASH_WATCH, THRASH_NEGATIVE_TTL = 2000, 256 * KiB, 
 @pytest.mark.slow
 def test_a_redis_smaller_than_the_ongoing_set_is_filled_once_without_thrashing(
     env: dict[str, str],
-    make_redis: Callable[..., RedisServer],
+    redis_server_with: Callable[..., RedisServer],
     clients: Callable[[RedisServer, int], redis.Redis],
     sqlite_engine: sa.Engine,
     processes: Start,
@@ -210,7 +192,7 @@ def test_a_redis_smaller_than_the_ongoing_set_is_filled_once_without_thrashing(
     """RAGFlow's 128 MB volatile-lru Redis, 2,000 ongoing files of 256 KiB (512 MiB): each file is read once at most."""
     # Given a service on a Redis like RAGFlow's (broker and cache), re-checking skipped files every 7 s,
     # and 2,000 files of 256 KiB in local storage
-    server = make_redis("--maxmemory", "128mb", "--maxmemory-policy", "volatile-lru")
+    server = redis_server_with("--maxmemory", "128mb", "--maxmemory-policy", "volatile-lru")
     cache, broker = clients(server, 1), clients(server, 0)
     settings = {**env, "CELERY_BROKER_URL": server.url(0), "CACHETASKS_REDIS_URL": server.url(1)}
     procs = processes({**settings, "CACHETASKS_NEGATIVE_TTL": str(THRASH_NEGATIVE_TTL)})
@@ -248,7 +230,7 @@ def test_a_refused_64_mib_write_costs_little_warns_once_and_is_remembered(
     s3_env: dict[str, str],
     s3: Any,
     s3_proxy: S3Proxy,
-    make_redis: Callable[..., RedisServer],
+    redis_server_with: Callable[..., RedisServer],
     clients: Callable[[RedisServer, int], redis.Redis],
     sqlite_engine: sa.Engine,
     processes: Start,
@@ -257,7 +239,7 @@ def test_a_refused_64_mib_write_costs_little_warns_once_and_is_remembered(
     # Given a cache on a noeviction Redis: of 32 MB (too small from the start), or of 100 MB that something
     # else fills while the file streams in; the broker on another server
     maxmemory = "32mb" if when == "known-full" else "100mb"
-    server = make_redis("--maxmemory", maxmemory, "--maxmemory-policy", "noeviction")
+    server = redis_server_with("--maxmemory", maxmemory, "--maxmemory-policy", "noeviction")
     small = clients(server, 1)
     procs = processes({**s3_env, "CACHETASKS_REDIS_URL": server.url(1)})
     start_service(procs, small)

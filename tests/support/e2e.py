@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,8 @@ import pytest
 import redis
 
 from cachetasks.cache.keys import LAST_COLLECT
+from cachetasks.storage import LocalStorage
+from cachetasks.storage.s3 import S3Storage
 from testbed.processes import Processes
 from testbed.servers import wait_until
 
@@ -44,17 +45,14 @@ def local_root(env: dict[str, str]) -> Path:
 
 def put_local(env: dict[str, str], bucket: str, location: str, data: bytes) -> Path:
     """Write a file where local storage reads `(bucket, location)`; return its path."""
-    path = local_root(env) / bucket / location
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
+    storage = LocalStorage(local_root(env))
+    storage.put(bucket, location, data)
+    return storage.root / bucket / location
 
 
 def put_s3(s3: Any, bucket: str, key: str, data: bytes) -> None:
-    """Put an object straight into the S3 server, creating its bucket when needed."""
-    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
-        s3.create_bucket(Bucket=bucket)
-    s3.put_object(Bucket=bucket, Key=key, Body=data)
+    """Put an object straight into the S3 server (bucket-per-kb layout), creating its bucket when needed."""
+    S3Storage(s3).put(bucket, key, data)
 
 
 def backend_settings(request: pytest.FixtureRequest, backend: str) -> tuple[dict[str, str], Put]:

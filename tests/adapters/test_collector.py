@@ -1,0 +1,235 @@
+"""One collect, called directly against a private Redis and a SQLite task database."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import redis
+import sqlalchemy as sa
+
+from cachetasks import catalog
+from cachetasks.cache import Cache, SkipReason
+from cachetasks.cache.keys import COLLECT_LOCK, inflight_key
+from cachetasks.collector import CollectReport, collect
+from cachetasks.errors import CacheUnavailable, CatalogError
+from cachetasks.ops.demo import LinkedFile, finish_document, insert_document
+from cachetasks.ref import FileRef
+from cachetasks.settings import Settings
+from testbed.servers import free_port
+
+SETTINGS = Settings(ttl=720, inflight_ttl=30)
+
+
+class Queue:
+    """What a collect enqueues, in order; can be made to fail like a broker that is down."""
+
+    def __init__(self, *, fails: bool = False) -> None:
+        self.batches: list[list[FileRef]] = []
+        self.fails = fails
+
+    def __call__(self, refs: Sequence[FileRef]) -> None:
+        if self.fails:
+            raise redis.ConnectionError("broker down")
+        self.batches.append(list(refs))
+
+    @property
+    def refs(self) -> list[FileRef]:
+        return [ref for batch in self.batches for ref in batch]
+
+
+@pytest.fixture
+def cache(cache: Cache) -> Cache:
+    """The shared fixture's cache, on an emptied database of our private redis-server."""
+    cache.client.flushdb()
+    return cache
+
+
+def run(engine: sa.Engine, cache: Cache, queue: Queue, **settings: object) -> CollectReport | None:
+    return collect(engine, cache, Settings(**{**SETTINGS.__dict__, **settings}), queue)
+
+
+def add(engine: sa.Engine, location: str | None, **columns: object) -> str:
+    with engine.begin() as conn:
+        return insert_document(conn, kb_id="kb1", location=location, **columns)  # type: ignore[arg-type]
+
+
+def test_each_uncached_ongoing_file_is_enqueued_once_and_found_in_flight_afterwards(
+    sqlite_engine: sa.Engine, cache: Cache
+) -> None:
+    """A document of 20 page-range tasks and another one: two copies queued, then none while they are claimed."""
+    # Given
+    add(sqlite_engine, "book.pdf", progress=[0.0] * 20)
+    add(sqlite_engine, "note.txt")
+    queue = Queue()
+    # When two collects run
+    first, second = run(sqlite_engine, cache, queue), run(sqlite_engine, cache, queue)
+    # Expect
+    assert sorted(queue.refs) == [FileRef("kb1", "book.pdf"), FileRef("kb1", "note.txt")]
+    assert first is not None and (first.ongoing, first.enqueued, first.in_flight) == (2, 2, 0)
+    assert second is not None and (second.ongoing, second.enqueued, second.in_flight) == (2, 0, 2)
+    assert cache.client.get(inflight_key("kb1/book.pdf")) == b"queued"
+    assert cache.last_collected() is not None
+
+
+def test_a_cached_file_is_not_enqueued_and_its_ttl_is_renewed_only_below_half(
+    sqlite_engine: sa.Engine, cache: Cache
+) -> None:
+    """A key with 500 s of 720 left is left alone; one with 300 s left is renewed to 720; neither is enqueued."""
+    # Given
+    add(sqlite_engine, "fresh.pdf")
+    add(sqlite_engine, "old.pdf")
+    cache.client.set("kb1/fresh.pdf", b"f", ex=500)
+    cache.client.set("kb1/old.pdf", b"o", ex=300)
+    queue = Queue()
+    # When
+    report = run(sqlite_engine, cache, queue)
+    # Expect
+    assert queue.refs == []
+    assert report is not None and report.cached == 2
+    assert 498 <= cache.client.ttl("kb1/fresh.pdf") <= 500
+    assert 718 <= cache.client.ttl("kb1/old.pdf") <= 720
+
+
+def test_skipped_and_evicted_files_are_counted_and_not_enqueued(sqlite_engine: sa.Engine, cache: Cache) -> None:
+    """A file remembered as missing, and one Redis evicted before its expiry, wait; the report counts them."""
+    # Given one remembered as missing, and one this service cached that is gone before its TTL
+    add(sqlite_engine, "gone.pdf")
+    add(sqlite_engine, "evicted.pdf")
+    cache.remember_skip(FileRef("kb1", "gone.pdf"), SkipReason.MISSING, 60)
+    cache.settle(FileRef("kb1", "evicted.pdf"), "task-1", stored=10, ttl=720)
+    queue = Queue()
+    # When
+    report = run(sqlite_engine, cache, queue)
+    # Expect
+    assert queue.refs == []
+    assert report is not None and (report.skipped, report.evicted, report.enqueued) == (1, 1, 0)
+
+
+def test_unusable_addresses_are_dropped_counted_and_warned_about_once(
+    sqlite_engine: sa.Engine, cache: Cache, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A '..' location and a service-key bucket are never enqueued, counted invalid, and warned about once."""
+    # Given
+    add(sqlite_engine, "../kb2/secret.pdf")
+    with sqlite_engine.begin() as conn:
+        insert_document(conn, kb_id="cachetasks:inflight:kb1", location="x.pdf")
+    add(sqlite_engine, "fine.pdf")
+    queue = Queue()
+    # When three collects run
+    with caplog.at_level(logging.WARNING, logger="cachetasks"):
+        reports = [run(sqlite_engine, cache, queue) for _ in range(3)]
+    # Expect
+    assert queue.refs == [FileRef("kb1", "fine.pdf")]
+    assert [r.invalid for r in reports if r is not None] == [2, 2, 2]
+    assert len([r for r in caplog.records if "ignoring ongoing file" in r.getMessage()]) == 2
+
+
+def test_claims_are_released_when_the_copies_cannot_be_enqueued(sqlite_engine: sa.Engine, cache: Cache) -> None:
+    """A broker failing mid-collect leaves no claim behind: the next collect enqueues the file."""
+    # Given
+    add(sqlite_engine, "doc.pdf")
+    # When the first collect cannot publish
+    with pytest.raises(CacheUnavailable):
+        run(sqlite_engine, cache, Queue(fails=True))
+    # Expect the claim gone, and the next collect to enqueue it
+    assert not cache.client.exists(inflight_key("kb1/doc.pdf"))
+    queue = Queue()
+    run(sqlite_engine, cache, queue)
+    assert queue.refs == [FileRef("kb1", "doc.pdf")]
+
+
+def test_a_collect_while_another_holds_the_lock_does_nothing(sqlite_engine: sa.Engine, cache: Cache) -> None:
+    """Collects never overlap: with the lock taken, collect returns None, claims and enqueues nothing."""
+    add(sqlite_engine, "doc.pdf")
+    cache.client.set(COLLECT_LOCK, "another", px=10_000)
+    queue = Queue()
+    assert run(sqlite_engine, cache, queue) is None
+    assert queue.refs == []
+    assert not cache.client.exists(inflight_key("kb1/doc.pdf"))
+
+
+def test_with_evict_on_done_only_keys_the_service_wrote_for_finished_documents_go(
+    sqlite_engine: sa.Engine, cache: Cache
+) -> None:
+    """CACHETASKS_EVICT_ON_DONE: the service's key of a finished document is deleted; others' keys stay."""
+    # Given the service's copy of a document that then finished, and a key someone else set for another
+    doc = add(sqlite_engine, "ours.pdf")
+    add(sqlite_engine, "theirs.pdf", run="3")
+    cache.put("kb1/ours.pdf", b"ours", ttl=720)
+    cache.settle(FileRef("kb1", "ours.pdf"), "task-1", stored=4, ttl=720)
+    cache.client.set("kb1/theirs.pdf", b"theirs", ex=600)
+    with sqlite_engine.begin() as conn:
+        finish_document(conn, doc)
+    # When
+    run(sqlite_engine, cache, Queue(), evict_on_done=True)
+    # Expect
+    assert cache.client.mget("kb1/ours.pdf", "kb1/theirs.pdf") == [None, b"theirs"]
+    assert cache.held_bytes() == 0
+
+
+def test_with_an_address_book_files_are_addressed_by_ragflows_rule(sqlite_engine: sa.Engine, cache: Cache) -> None:
+    """Through the worker's address book: an upload from its kb bucket, a file-manager file from its folder."""
+    # Given
+    with sqlite_engine.begin() as conn:
+        insert_document(conn, kb_id="kb1", location="up.pdf", file=LinkedFile("folder9", "ignored.pdf"))
+        insert_document(conn, kb_id="kb1", location="doc.pdf", file=LinkedFile("folder9", "mine.pdf", ""))
+    queue = Queue()
+    # When
+    collect(sqlite_engine, cache, SETTINGS, queue, addresses=catalog.AddressBook())
+    # Expect
+    assert sorted(queue.refs) == [FileRef("folder9", "mine.pdf"), FileRef("kb1", "up.pdf")]
+
+
+def test_a_custom_query_decides_which_files_are_ongoing(sqlite_engine: sa.Engine, cache: Cache) -> None:
+    """CACHETASKS_ONGOING_SQL replaces RAGFlow's query, with :since_ms bound to the window's start."""
+    add(sqlite_engine, "ragflow.pdf")
+    sql = "SELECT 'custom', 'file-' || :since_ms"
+    queue = Queue()
+    before = int(time.time() * 1000) - 600_000
+    run(sqlite_engine, cache, queue, ongoing_sql=sql)
+    [ref] = queue.refs
+    assert ref.bucket == "custom" and before <= int(ref.location.removeprefix("file-")) <= before + 5000
+
+
+def test_a_failing_database_is_a_catalog_error_and_leaves_no_lock(cache: Cache, tmp_path: Path) -> None:
+    """A query that fails (no tables) is one CatalogError; the collect lock is released for the next collect."""
+    engine = catalog.make_engine(f"sqlite:///{tmp_path / 'empty.sqlite3'}", connect_timeout=1)
+    with pytest.raises(CatalogError):
+        run(engine, cache, Queue())
+    assert not cache.client.exists(COLLECT_LOCK)
+
+
+def test_an_unreachable_redis_is_cache_unavailable(sqlite_engine: sa.Engine) -> None:
+    """Redis refusing connections is CacheUnavailable, not a raw redis-py error."""
+    with pytest.raises(CacheUnavailable):
+        run(sqlite_engine, Cache(redis.Redis(port=free_port(), socket_connect_timeout=0.5)), Queue())
+
+
+def test_a_collect_that_outlasts_its_lock_keeps_it_and_a_concurrent_collect_skips(
+    sqlite_engine: sa.Engine, cache: Cache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While one collect is slow to enqueue, a second one finds the lock taken and does nothing."""
+    # Given a collect whose enqueue takes a while
+    add(sqlite_engine, "doc.pdf")
+    started, release = threading.Event(), threading.Event()
+
+    def slow(refs: Sequence[FileRef]) -> None:
+        started.set()
+        release.wait(5)
+
+    thread = threading.Thread(target=lambda: collect(sqlite_engine, cache, SETTINGS, slow))
+    thread.start()
+    try:
+        assert started.wait(5)
+        # When another collect runs meanwhile
+        assert run(sqlite_engine, cache, Queue()) is None
+    finally:
+        release.set()
+        thread.join()
+    # Expect the lock released after the first
+    assert not cache.client.exists(COLLECT_LOCK)

@@ -1,0 +1,273 @@
+"""One copy, called directly against a private Redis: every outcome, and what each leaves behind."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+
+from cachetasks.cache import Cache, FileState, SkipReason
+from cachetasks.cache.keys import inflight_key, room_key, skip_key
+from cachetasks.copier import Copy, copy_file
+from cachetasks.errors import CacheUnavailable, StorageUnavailable
+from cachetasks.ref import FileRef
+from cachetasks.settings import Settings
+from cachetasks.storage import Blob, LocalStorage, MemoryStorage
+from testbed.servers import RedisServer, free_port
+
+DOC = FileRef("kb1", "reports/q3 résumé.pdf")
+OWNER = "task-1"
+SETTINGS = Settings(ttl=720, negative_ttl=60, inflight_ttl=30, chunk_bytes=1000)
+
+
+@pytest.fixture
+def cache(cache: Cache) -> Cache:
+    """The shared fixture's cache, on an emptied database of our private redis-server."""
+    cache.client.flushdb()
+    return cache
+
+
+@pytest.fixture
+def storage() -> MemoryStorage:
+    return MemoryStorage()
+
+
+def copy(cache: Cache, storage: MemoryStorage | LocalStorage, ref: FileRef = DOC, **settings: object) -> Copy:
+    return copy_file(cache, storage, ref, Settings(**{**SETTINGS.__dict__, **settings}), owner=OWNER)
+
+
+# -- cached ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [0, 999, 1000, 1001, 25_000], ids=lambda n: f"{n} bytes")
+def test_a_file_is_cached_whole_with_its_ttl_accounted_and_its_claim_released(
+    cache: Cache, storage: MemoryStorage, size: int
+) -> None:
+    """The key holds the exact bytes with the TTL; the ledger counts them; no claim or temporary key remains."""
+    # Given a file of one chunk, exactly one chunk, or several
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    storage.put(*DOC, data)
+    # When
+    done = copy(cache, storage)
+    # Expect
+    assert done == Copy(FileState.CACHED, size)
+    assert cache.client.get(DOC.key) == data
+    assert 719 <= cache.client.ttl(DOC.key) <= 720
+    assert cache.held_bytes() == size
+    assert cache.owned() == {DOC.key}
+    assert not cache.client.exists(inflight_key(DOC.key))
+    assert [k for k in cache.client.scan_iter() if b":tmp:" in k] == []
+
+
+@pytest.mark.parametrize(
+    ("setup", "found"),
+    [
+        (lambda c: c.client.set(DOC.key, b"there", ex=100), FileState.CACHED),
+        (lambda c: c.client.set(inflight_key(DOC.key), "task-2", px=10_000), FileState.IN_FLIGHT),
+        (lambda c: c.remember_skip(DOC, SkipReason.MISSING, 60), FileState.SKIPPED),
+    ],
+    ids=["cached", "another copy's claim", "remembered as skipped"],
+)
+def test_a_file_that_needs_no_copy_is_not_opened(
+    cache: Cache, storage: MemoryStorage, setup: Callable[[Cache], object], found: FileState
+) -> None:
+    """A copy that finds its file cached, claimed by another copy, or skipped reports that state and reads nothing."""
+    # Given
+    storage.put(*DOC, b"new bytes")
+    setup(cache)
+    # When
+    done = copy(cache, storage)
+    # Expect
+    assert done == Copy(found)
+    assert storage.opens[DOC] == 0
+    assert cache.client.get(DOC.key) in (None, b"there")
+
+
+# -- skipped -------------------------------------------------------------------------------------------------
+
+
+def test_a_missing_file_is_remembered_for_the_negative_ttl_warned_about_once_and_its_claim_released(
+    cache: Cache, storage: MemoryStorage, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A miss: one warning naming the file, a skip mark 'missing' for 60 s, no key, and a second copy reads nothing."""
+    # When two copies run one after the other
+    with caplog.at_level(logging.WARNING, logger="cachetasks"):
+        first, second = copy(cache, storage), copy(cache, storage)
+    # Expect
+    assert (first, second) == (Copy(SkipReason.MISSING), Copy(FileState.SKIPPED))
+    assert storage.opens[DOC] == 1
+    assert cache.client.get(skip_key(DOC.key)) == b"missing"
+    assert 59 <= cache.client.ttl(skip_key(DOC.key)) <= 60
+    assert not cache.client.exists(DOC.key, inflight_key(DOC.key))
+    assert [r.getMessage() for r in caplog.records if DOC.key in r.getMessage()] == [
+        f"not caching {DOC.key}: missing: no such file (not tried again for 60s)"
+    ]
+
+
+def test_a_missing_file_is_read_again_once_its_skip_has_passed_and_cached_when_it_appears(
+    cache: Cache, storage: MemoryStorage
+) -> None:
+    """A miss is remembered only for the negative TTL: a file uploaded late is cached by the next copy after it."""
+    # Given a miss remembered for 1 s
+    assert copy(cache, storage, negative_ttl=1) == Copy(SkipReason.MISSING)
+    storage.put(*DOC, b"arrived late")
+    # When the skip has passed
+    time.sleep(1.1)
+    # Expect
+    assert copy(cache, storage) == Copy(FileState.CACHED, 12)
+    assert cache.client.get(DOC.key) == b"arrived late"
+
+
+@pytest.mark.parametrize(("size", "cached"), [(0, True), (1000, True), (1001, False)], ids=lambda v: str(v))
+def test_the_size_limit_holds_to_the_byte(cache: Cache, storage: MemoryStorage, size: int, cached: bool) -> None:
+    """CACHETASKS_MAX_FILE_BYTES=1000: 0 and 1000 bytes are cached, 1001 is remembered as too large."""
+    # Given
+    storage.put(*DOC, b"x" * size)
+    # When
+    done = copy(cache, storage, max_file_bytes=1000, chunk_bytes=300)
+    # Expect
+    assert done == (Copy(FileState.CACHED, size) if cached else Copy(SkipReason.TOO_LARGE))
+    assert cache.client.exists(DOC.key) == cached
+    assert cache.client.exists(skip_key(DOC.key)) != cached
+
+
+class Understated(MemoryStorage):
+    """Storage that announces a smaller size than it then streams."""
+
+    def open(self, bucket: str, location: str, *, chunk_size: int) -> Blob:
+        blob = super().open(bucket, location, chunk_size=chunk_size)
+        return Blob(1, blob.chunks, blob.close)
+
+
+def test_a_stream_growing_past_the_limit_is_too_large_whatever_size_was_announced(cache: Cache) -> None:
+    """A file announced as 1 byte that streams 5,000 is cut at the limit: too-large, nothing cached."""
+    storage = Understated({DOC: b"y" * 5000})
+    assert copy(cache, storage, max_file_bytes=1000, chunk_bytes=300) == Copy(SkipReason.TOO_LARGE)
+    assert not cache.client.exists(DOC.key)
+    assert [k for k in cache.client.scan_iter() if b":tmp:" in k] == []
+
+
+def test_a_file_past_the_byte_budget_is_skipped_with_its_size_and_not_opened_again_while_the_cache_is_full(
+    cache: Cache, storage: MemoryStorage
+) -> None:
+    """CACHETASKS_MAX_CACHE_BYTES=1500: a second 1000-byte file is cache-full, and its re-check opens nothing."""
+    # Given one file cached under the budget
+    other = FileRef("kb1", "first.pdf")
+    storage.put(*other, b"a" * 1000)
+    storage.put(*DOC, b"b" * 1000)
+    assert copy(cache, storage, other, max_cache_bytes=1500) == Copy(FileState.CACHED, 1000)
+    # When a second one comes, and again once its skip has passed
+    first = copy(cache, storage, max_cache_bytes=1500)
+    cache.client.delete(skip_key(DOC.key))
+    second = copy(cache, storage, max_cache_bytes=1500)
+    # Expect both cache-full, its size remembered, storage opened once, and the budget kept
+    assert first == second == Copy(SkipReason.CACHE_FULL)
+    assert int(cache.client.get(room_key(DOC.key)) or 0) == 1000
+    assert storage.opens[DOC] == 1
+    assert cache.held_bytes() == 1000
+
+
+def test_an_address_no_backend_may_read_is_invalid_and_takes_no_claim(cache: Cache, storage: MemoryStorage) -> None:
+    """A '..' location is refused before Redis and storage: invalid, no claim, no skip mark, nothing read."""
+    bad = FileRef("kb1", "../kb2/secret.pdf")
+    assert copy(cache, storage, bad) == Copy(SkipReason.INVALID)
+    assert cache.client.keys("*") == []
+    assert sum(storage.opens.values()) == 0
+
+
+@pytest.mark.parametrize("location", ["escape.pdf", "fifo"])
+def test_a_local_file_outside_the_root_or_not_regular_is_invalid_and_remembered(
+    cache: Cache, tmp_path: Path, location: str
+) -> None:
+    """A link leaving the storage root, or a FIFO, is refused without blocking and remembered as invalid."""
+    # Given
+    root = tmp_path / "storage"
+    (root / "kb1").mkdir(parents=True)
+    (tmp_path / "secret.txt").write_bytes(b"secret")
+    if location == "fifo":
+        import os
+
+        os.mkfifo(root / "kb1" / "fifo")
+    else:
+        (root / "kb1" / location).symlink_to(tmp_path / "secret.txt")
+    ref = FileRef("kb1", location)
+    # When
+    started = time.monotonic()
+    done = copy(cache, LocalStorage(root), ref)
+    # Expect
+    assert done == Copy(SkipReason.INVALID)
+    assert time.monotonic() - started < 1
+    assert not cache.client.exists(ref.key)
+    assert cache.client.get(skip_key(ref.key)) == b"invalid"
+
+
+# -- Redis's memory ------------------------------------------------------------------------------------------
+
+
+def test_a_file_that_would_take_redis_near_its_maxmemory_is_redis_full_and_not_opened_again(
+    redis_server_with: Callable[..., RedisServer], storage: MemoryStorage
+) -> None:
+    """maxmemory 4 MB: a 3 MiB file is redis-full before any write; its re-check needs no read of storage."""
+    # Given a Redis with little room
+    server = redis_server_with("--maxmemory", "4mb", "--maxmemory-policy", "volatile-lru")
+    cache = Cache(server.client(1))
+    storage.put(*DOC, b"z" * (3 * 1024 * 1024))
+    # When a copy runs, and again once its skip has passed
+    first = copy(cache, storage)
+    cache.client.delete(skip_key(DOC.key))
+    second = copy(cache, storage)
+    # Expect
+    assert first == second == Copy(SkipReason.REDIS_FULL)
+    assert storage.opens[DOC] == 1
+    assert server.client(1).info("stats")["evicted_keys"] == 0
+
+
+def test_a_write_redis_refuses_is_refused_remembered_and_leaves_no_temporary_key(
+    redis_server_with: Callable[..., RedisServer], storage: MemoryStorage
+) -> None:
+    """A noeviction Redis that others fill after the gauge looked refuses the write: 'refused', no partial value."""
+    # Given a Redis whose memory others have nearly filled after the gauge last looked
+    server = redis_server_with("--maxmemory", "16mb", "--maxmemory-policy", "noeviction")
+    client = server.client(1)
+    cache = Cache(client)
+    storage.put(*DOC, b"w" * (8 * 1024 * 1024))
+    assert not cache.redis_full(0)  # the gauge reads an empty Redis now, and trusts it for half a second
+    filler = server.client(2)
+    for i in range(5):
+        filler.set(f"filler-{i}", b"f" * 1024 * 1024)
+    # When
+    done = copy(cache, storage, chunk_bytes=1024 * 1024)
+    # Expect
+    assert done == Copy(SkipReason.REFUSED)
+    assert client.get(skip_key(DOC.key)) == b"refused"
+    assert not client.exists(DOC.key, inflight_key(DOC.key))
+    assert [k for k in client.scan_iter() if b":tmp:" in k] == []
+
+
+# -- transient failures ----------------------------------------------------------------------------------------
+
+
+class Unavailable(MemoryStorage):
+    def open(self, bucket: str, location: str, *, chunk_size: int) -> Blob:
+        raise StorageUnavailable("503 Service Unavailable", FileRef(bucket, location))
+
+
+def test_storage_that_fails_for_now_raises_a_transient_error_and_the_copy_keeps_its_claim(cache: Cache) -> None:
+    """StorageUnavailable propagates (the task retries it) with the claim still the copy's: no other copy starts."""
+    with pytest.raises(StorageUnavailable):
+        copy(cache, Unavailable())
+    assert cache.client.get(inflight_key(DOC.key)) == OWNER.encode()
+    assert not cache.client.exists(skip_key(DOC.key))
+
+
+def test_an_unreachable_redis_is_cache_unavailable(storage: MemoryStorage) -> None:
+    """Redis refusing connections is CacheUnavailable, a Transient error, not a raw redis-py error."""
+    client = redis.Redis(port=free_port(), socket_connect_timeout=0.5)
+    storage.put(*DOC, b"x")
+    with pytest.raises(CacheUnavailable):
+        copy(Cache(client), storage)
+    assert storage.opens[DOC] == 0
