@@ -5,6 +5,7 @@ CachetasksError
 ├── CatalogError             the ongoing query failed or returned rows of the wrong shape
 ├── StorageError             reading a file from storage failed
 │   ├── FileMissing          permanent: no such object or bucket; never retried
+│   ├── FileForbidden        permanent: storage refuses this service the object (403, EACCES)
 │   ├── InvalidAddress       permanent: a bucket or location that cannot be read safely
 │   ├── FileTooLarge         permanent: larger than the configured maximum
 │   └── StorageUnavailable   transient (below too): timeouts, 5xx, resets
@@ -58,6 +59,10 @@ class StorageError(CachetasksError):
 
 class FileMissing(StorageError):
     """The object or its bucket does not exist: retrying will not help."""
+
+
+class FileForbidden(StorageError):
+    """Storage refuses to give this service the object: retrying will not help until permissions change."""
 
 
 class InvalidAddress(StorageError):

@@ -11,11 +11,16 @@ from ..ref import FileRef, address_problem
 
 
 class Blob:
-    """An open object: its size and a stream of its bytes. Close it (or use `with`)."""
+    """An open object: its size, its version, and a stream of its bytes. Close it (or use `with`).
 
-    def __init__(self, size: int, chunks: Iterator[bytes], close: Callable[[], None]) -> None:
+    `version` tells one content of the object from another without reading it: the ETag where
+    storage gives one, else size and modification time; empty when storage knows neither.
+    """
+
+    def __init__(self, size: int, chunks: Iterator[bytes], close: Callable[[], None], *, version: str = "") -> None:
         self.size = size
         self.chunks = chunks
+        self.version = version
         self._close = close
 
     def close(self) -> None:

@@ -54,7 +54,7 @@ class LocalStorage:
             while block := handle.read(chunk_size):
                 yield block
 
-        return Blob(info.st_size, chunks(), handle.close)
+        return Blob(info.st_size, chunks(), handle.close, version=f"{info.st_size}-{info.st_mtime_ns}")
 
     def put(self, bucket: str, location: str, data: bytes) -> None:
         ref = check_address(bucket, location)

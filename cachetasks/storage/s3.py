@@ -74,7 +74,8 @@ class S3Storage:
             except _STREAM_ERRORS as exc:
                 raise StorageUnavailable(f"read failed: {type(exc).__name__}", ref) from None
 
-        return Blob(int(response.get("ContentLength") or 0), chunks(), body.close)
+        size = int(response.get("ContentLength") or 0)
+        return Blob(size, chunks(), body.close, version=str(response.get("ETag") or "").strip('"'))
 
     def put(self, bucket: str, location: str, data: bytes) -> None:
         check_address(bucket, location)

@@ -147,6 +147,23 @@ def test_a_file_streams_its_exact_bytes_in_chunks_of_the_requested_size(backend:
     assert [len(c) for c in chunks] == [CHUNK] * (len(data) // CHUNK) + [len(data) % CHUNK]
 
 
+def test_a_blob_has_a_version_that_changes_when_the_object_is_replaced(backend: Backend) -> None:
+    """Two uploads to one address differ in version (ETag, or size and mtime); the same content read twice does not."""
+    # Given
+    backend.put("kb1", "doc.pdf", b"first upload")
+    with backend.storage.open("kb1", "doc.pdf", chunk_size=CHUNK) as blob:
+        first = blob.version
+    with backend.storage.open("kb1", "doc.pdf", chunk_size=CHUNK) as blob:
+        again = blob.version
+    # When the object is replaced by another of another size
+    backend.put("kb1", "doc.pdf", b"second, corrected upload")
+    with backend.storage.open("kb1", "doc.pdf", chunk_size=CHUNK) as blob:
+        second = blob.version
+    # Expect
+    assert first and first == again
+    assert second and second != first
+
+
 def test_an_empty_file_has_size_zero_and_no_chunks(backend: Backend) -> None:
     """A 0-byte object opens fine and yields nothing, not an empty chunk."""
     # Given
