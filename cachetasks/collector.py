@@ -46,9 +46,10 @@ def collect(
 ) -> CollectReport | None:
     """Run one cycle; None when another collect holds the lock (collects never overlap).
 
-    With an address book (the worker keeps one per process), RAGFlow's query is split into
-    the ongoing document ids and their remembered addresses. Raises CatalogError when the
-    database fails and CacheUnavailable when Redis does.
+    The address book (the worker keeps one per process; without one, a new one looks every
+    address up) says which document is ongoing at each address, so a value copied for another
+    document there is replaced. Raises CatalogError when the database fails and
+    CacheUnavailable when Redis does.
     """
     try:
         with cache.collect_lock() as ours:
@@ -64,14 +65,18 @@ def _collect(
     engine: sa.Engine, cache: Cache, settings: Settings, enqueue: Enqueue, addresses: catalog.AddressBook | None
 ) -> CollectReport:
     started = time.perf_counter()
-    if addresses is not None and settings.ongoing_sql is None:
-        refs = addresses.ongoing(engine, window_seconds=settings.ongoing_window)
+    if settings.ongoing_sql is None:
+        book = addresses or catalog.AddressBook()
+        ongoing = book.ongoing(engine, window_seconds=settings.ongoing_window)
     else:
-        refs = catalog.ongoing(engine, window_seconds=settings.ongoing_window, sql=settings.ongoing_sql)
+        ongoing = catalog.ongoing(engine, window_seconds=settings.ongoing_window, sql=settings.ongoing_sql)
+    refs = ongoing.documents
     valid = [ref for ref in refs if not _unusable(ref)]
-    scan = cache.scan(valid, inflight_ttl=settings.inflight_ttl, ttl=settings.ttl)
+    fresh = {ref: refs[ref] for ref in ongoing.fresh if refs[ref]}
+    scan = cache.scan(valid, inflight_ttl=settings.inflight_ttl, ttl=settings.ttl, documents=fresh)
     if scan.claimed:
         try:
+            cache.want({ref: refs[ref] for ref in scan.claimed})
             enqueue(scan.claimed)
         except BaseException:
             cache.unclaim(scan.claimed)

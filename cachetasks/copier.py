@@ -1,22 +1,36 @@
-"""Copy one file from storage into the cache, under its in-flight claim."""
+"""Copy one file from storage into the cache, under its in-flight claim.
+
+A copy writes a file that is not cached, or replaces a value that is: one copied for another
+document at the same address (a re-upload), or one whose storage object changed since it was
+copied (checked when its TTL is renewed). Every value carries the source it was copied from.
+"""
 
 from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterator
-from typing import NamedTuple
+from collections.abc import Callable, Iterator
+from typing import NamedTuple, TypeVar
 
 import redis
 
-from .cache import Cache, FileState, SkipReason
-from .errors import CacheUnavailable, FileMissing, FileTooLarge, InvalidAddress, Transient, first_line
+from .cache import Begun, Cache, FileState, SkipReason, Source
+from .errors import (
+    CacheUnavailable,
+    FileMissing,
+    FileTooLarge,
+    InvalidAddress,
+    StorageUnavailable,
+    Transient,
+    first_line,
+)
 from .outage import OutageLog
 from .ref import FileRef, address_problem
 from .settings import Settings
-from .storage import Blob, Storage
+from .storage import Blob, Storage, version_of
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _room_log = OutageLog(
     log, "files skipped for lack of room in the cache, e.g.", "caching files again after a lack of room"
@@ -36,11 +50,12 @@ class _Skip(Exception):
 
 
 def copy_file(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, *, owner: str) -> Copy:
-    """Copy `ref` unless it is cached, claimed by another copy, or remembered as not cacheable.
+    """Copy `ref` unless it is cached and fresh, claimed by another copy, or remembered as not cacheable.
 
     A file that cannot be cached for now (missing, too large, no room) is remembered for
-    CACHETASKS_NEGATIVE_TTL and its claim released. Transient errors propagate with the claim
-    still held: the caller retries, then calls `cache.release` when it gives up.
+    CACHETASKS_NEGATIVE_TTL and its claim released; a value it was to replace is deleted, since
+    it is no longer what storage holds. Transient errors propagate with the claim still held:
+    the caller retries, then calls `cache.release` when it gives up.
     """
     problem = address_problem(ref.bucket, ref.location)
     if problem:
@@ -53,12 +68,12 @@ def copy_file(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, 
 
 
 def _claimed_copy(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, owner: str) -> Copy:
-    state, needs = cache.begin(ref, owner, inflight_ttl=settings.inflight_ttl)
-    if state is not FileState.CLAIMED:
-        return Copy(state)
+    begun = cache.begin(ref, owner, inflight_ttl=settings.inflight_ttl)
+    if begun.state is not FileState.CLAIMED:
+        return Copy(begun.state)
     try:
         with cache.keep(ref, owner, settings.inflight_ttl):
-            copied = _copy(cache, storage, ref, settings, owner, needs)  # its end releases the claim
+            copied = _copy(cache, storage, ref, settings, owner, begun)  # its end releases the claim
     except (Transient, redis.ConnectionError, redis.TimeoutError):
         raise  # the claim stays, for the retry
     except _Skip as skip:
@@ -68,6 +83,8 @@ def _claimed_copy(cache: Cache, storage: Storage, ref: FileRef, settings: Settin
             _room_log.failed(line)
         else:
             log.warning("not caching %s", line)
+        if begun.replacing is not None:
+            cache.evict({ref.key})  # it holds what storage no longer has for this file
         # A file that lacked room keeps its size for a TTL period: re-checks need not open it.
         cache.remember_skip(ref, skip.reason, settings.negative_ttl, needs=skip.needs, needs_ttl=settings.ttl)
         cache.release(ref, owner)
@@ -76,22 +93,41 @@ def _claimed_copy(cache: Cache, storage: Storage, ref: FileRef, settings: Settin
         cache.release(ref, owner)
         raise
     if copied.written is not None:
-        log.info("cached %s (%d bytes)", ref.key, copied.written)
+        log.info("%s %s (%d bytes)", "replaced" if begun.replacing else "cached", ref.key, copied.written)
         _room_log.succeeded()
     return copied
 
 
-def _copy(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, owner: str, needs: int) -> Copy:
+def _copy(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, owner: str, begun: Begun) -> Copy:
+    held = begun.replacing
+    if held is not None and held.version and held.document in ("", begun.document):
+        # The value was copied for this document: it stays unless storage's object changed since.
+        version = _translated(lambda: version_of(storage, ref.bucket, ref.location))
+        if version == held.version:
+            if not cache.confirm(ref, owner, ttl=settings.ttl):
+                log.info("%s expired while its version was checked", ref.key)
+            return Copy(FileState.CACHED)
+        log.info("%s changed in storage since it was cached: copying it again", ref.key)
     # Storage is opened only if there is room: for the size the file needed when last skipped, if known.
+    needs = begun.needs
     if cache.redis_full(needs, reserve=False):
         room = f"{needs} bytes would take Redis" if needs else "Redis is"
         raise _Skip(SkipReason.REDIS_FULL, f"{room} near its maxmemory", needs)
     limit = settings.max_cache_bytes
     if needs and limit and cache.held_bytes() + needs > limit:
         raise _Skip(SkipReason.CACHE_FULL, f"{needs} bytes would pass CACHETASKS_MAX_CACHE_BYTES", needs)
-    try:
+
+    def store() -> Copy:
         with storage.open(ref.bucket, ref.location, chunk_size=settings.chunk_bytes) as blob:
-            return _store(cache, blob, ref, settings, owner)
+            return _store(cache, blob, ref, settings, owner, begun)
+
+    return _translated(store)
+
+
+def _translated(action: Callable[[], T]) -> T:
+    """Run `action`, turning the permanent storage errors and Redis's refusals into skips."""
+    try:
+        return action()
     except FileMissing as exc:
         raise _Skip(SkipReason.MISSING, exc.reason) from None
     except FileTooLarge as exc:
@@ -103,12 +139,12 @@ def _copy(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, owne
         raise _Skip(SkipReason.REFUSED, first_line(exc, 120)) from None
 
 
-def _store(cache: Cache, blob: Blob, ref: FileRef, settings: Settings, owner: str) -> Copy:
-    """Write the blob, account it and release the claim."""
+def _store(cache: Cache, blob: Blob, ref: FileRef, settings: Settings, owner: str, begun: Begun) -> Copy:
+    """Write the blob, account it with its source and release the claim."""
     limit = settings.max_file_bytes
     if blob.size > limit:
         raise FileTooLarge(f"{blob.size} bytes is over the limit of {limit}", ref)
-    chunks = _bounded(blob.chunks, ref, limit)
+    chunks = _checked(blob, ref, limit)
     first, rest = next(chunks, b""), next(chunks, None)
     size = len(first) if rest is None else blob.size
     if cache.redis_full(size):
@@ -116,26 +152,30 @@ def _store(cache: Cache, blob: Blob, ref: FileRef, settings: Settings, owner: st
     budget = settings.max_cache_bytes
     if budget and not cache.reserve(ref.key, size, limit=budget):
         raise _Skip(SkipReason.CACHE_FULL, f"{size} bytes would pass CACHETASKS_MAX_CACHE_BYTES", size)
+    replace = begun.replacing is not None
     try:
         if rest is None:  # the whole file in one chunk: one SET
-            stored = cache.put(ref.key, first, ttl=settings.ttl)
+            stored = cache.put(ref.key, first, ttl=settings.ttl, replace=replace)
         else:
-            stored = cache.store(
-                ref.key, itertools.chain((first, rest), chunks), ttl=settings.ttl, tmp_ttl=settings.inflight_ttl
-            )
+            stream = itertools.chain((first, rest), chunks)
+            stored = cache.store(ref.key, stream, ttl=settings.ttl, tmp_ttl=settings.inflight_ttl, replace=replace)
     except BaseException:
         if budget:
             cache.cancel(ref.key)
         raise
-    cache.settle(ref, owner, stored=stored, ttl=settings.ttl)
+    cache.settle(ref, owner, stored=stored, ttl=settings.ttl, source=Source(begun.document, blob.version))
     return Copy(FileState.CACHED, stored)
 
 
-def _bounded(chunks: Iterator[bytes], ref: FileRef, limit: int) -> Iterator[bytes]:
-    """Stop a stream that grows past `limit`, whatever size storage announced."""
+def _checked(blob: Blob, ref: FileRef, limit: int) -> Iterator[bytes]:
+    """The blob's chunks, stopped when they grow past `limit` (whatever storage announced), and
+    failed at their end unless they add up to the announced size: a file rewritten while it was
+    read is copied again, never published torn."""
     total = 0
-    for chunk in chunks:
+    for chunk in blob.chunks:
         total += len(chunk)
         if total > limit:
             raise FileTooLarge(f"more than {limit} bytes", ref)
         yield chunk
+    if blob.size and total != blob.size:
+        raise StorageUnavailable(f"read {total} bytes of the {blob.size} announced: it changed while read", ref)

@@ -45,6 +45,7 @@ class S3Proxy:
         self.get_latency = get_latency  # added to object GETs only: "slow storage"
         self.bandwidth = 0  # bytes per second for object GET bodies; 0: as fast as the server
         self.gets: collections.Counter[str] = collections.Counter()  # "/bucket/key" -> count
+        self.heads: collections.Counter[str] = collections.Counter()  # "/bucket/key" -> object HEADs (version checks)
         self.get_times: collections.defaultdict[str, list[float]] = collections.defaultdict(list)  # monotonic
         self.requests = 0
         self._faults: list[Fault] = []
@@ -69,6 +70,7 @@ class S3Proxy:
     def reset(self) -> None:
         with self._lock:
             self.gets.clear()
+            self.heads.clear()
             self.get_times.clear()
             self.requests = 0
             self.bandwidth = 0
@@ -87,6 +89,8 @@ class S3Proxy:
     def _take(self, method: str, path: str) -> Fault | None:
         with self._lock:
             self.requests += 1
+            if method == "HEAD" and path.count("/") >= 2:
+                self.heads[path] += 1
             if method != "GET" or path.count("/") < 2:
                 return None
             self.gets[path] += 1

@@ -23,6 +23,14 @@ import redis
 import sqlalchemy as sa
 
 PG_ADMIN_URL = os.environ.get("CACHETASKS_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+MYSQL_ADMIN_URL = os.environ.get("CACHETASKS_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")
+# RAGFlow's MySQL 8 (docker/.env): utf8mb4_unicode_ci, and MySQL 8's default sql_mode, which has
+# ONLY_FULL_GROUP_BY (MariaDB's default lacks it): set for every session of a test database.
+MYSQL_COLLATION = "utf8mb4_unicode_ci"
+MYSQL8_SQL_MODE = (
+    "ONLY_FULL_GROUP_BY,STRICT_TRANS_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,"
+    "ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
+)
 
 
 def free_port() -> int:
@@ -155,4 +163,26 @@ def postgres_database() -> Iterator[str]:
     finally:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextlib.contextmanager
+def mysql_database() -> Iterator[str]:
+    """A database of our own on the shared MySQL or MariaDB server, created like RAGFlow's, dropped afterwards.
+
+    The URL sets MySQL 8's default sql_mode for each session, so that a query MySQL 8 refuses
+    fails on MariaDB too.
+    """
+    name = f"cachetasks_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(MYSQL_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE {MYSQL_COLLATION}"))
+    try:
+        url = sa.make_url(MYSQL_ADMIN_URL).set(
+            database=name, query={"charset": "utf8mb4", "init_command": f"SET SESSION sql_mode='{MYSQL8_SQL_MODE}'"}
+        )
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
         admin.dispose()

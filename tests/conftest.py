@@ -23,7 +23,7 @@ from cachetasks.cache import Cache
 from cachetasks.catalog import schema
 from cachetasks.settings import Settings
 from testbed.proxy import S3Proxy
-from testbed.servers import RedisServer, S3Server, postgres_database
+from testbed.servers import RedisServer, S3Server, mysql_database, postgres_database
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -110,6 +110,29 @@ def pg_engine(pg_url: str) -> Iterator[sa.Engine]:
     yield engine
     with engine.begin() as conn:
         conn.execute(sa.text("TRUNCATE task, document, file, file2document"))
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> Iterator[str]:
+    try:
+        with mysql_database() as url:
+            yield url
+    except sa.exc.OperationalError as exc:
+        if IN_CI:
+            raise
+        pytest.skip(f"MySQL/MariaDB is not reachable: {exc.orig}")
+
+
+@pytest.fixture
+def mysql_engine(mysql_url: str) -> Iterator[sa.Engine]:
+    """RAGFlow's tables in our MySQL/MariaDB database (RAGFlow's collation, MySQL 8's sql_mode), emptied after."""
+    engine = catalog.make_engine(mysql_url, connect_timeout=5)
+    schema.create_missing(engine)
+    yield engine
+    with engine.begin() as conn:
+        for table in ("task", "document", "file", "file2document"):
+            conn.execute(sa.text(f"TRUNCATE TABLE {table}"))
     engine.dispose()
 
 

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import redis
 
 from ..ref import FileRef
-from .claims import Begun, Claims, ScanResult
+from .claims import Begun, Claims, ScanResult, Source
 from .keeper import ClaimKeeper, Held
 from .keys import LAST_COLLECT
 from .ledger import Ledger
@@ -31,7 +31,7 @@ from .scripts import Scripts
 from .states import FileState, SkipReason
 from .store import Writes
 
-__all__ = ["Begun", "Cache", "FileState", "ScanResult", "SkipReason"]
+__all__ = ["Begun", "Cache", "FileState", "ScanResult", "SkipReason", "Source"]
 
 
 class Cache(Claims, Writes, Ledger):

@@ -37,6 +37,8 @@ class Scripts:
         self.publish = register("publish")
         self.reserve = register("reserve")
         self.settle = register("settle")
+        self.confirm = register("confirm")
+        self.held = register("held")
         self.forget = register("forget")
         self.prune = register("prune")
         self.lock_extend = register("lock_extend")

@@ -23,16 +23,17 @@ class Writes:
     client: redis.Redis
     scripts: Scripts
 
-    def put(self, key: str, value: bytes, *, ttl: int) -> int | None:
+    def put(self, key: str, value: bytes, *, ttl: int, replace: bool = False) -> int | None:
         """Write a whole file in one `SET NX EX`; its length, or None if a value was already there.
 
-        A plain command, not a script: Redis copies a script's arguments into Lua strings,
-        which costs it about 300 us of CPU per 256 KiB, ten times the SET itself.
+        With `replace`, a value already there is replaced, in one step: a reader gets the old
+        value or the new one. A plain command, not a script: Redis copies a script's arguments
+        into Lua strings, which costs it about 300 us of CPU per 256 KiB, ten times the SET itself.
         """
-        return len(value) if self.client.set(key, value, ex=ttl, nx=True) else None
+        return len(value) if self.client.set(key, value, ex=ttl, nx=not replace) else None
 
-    def store(self, key: str, chunks: Iterator[bytes], *, ttl: int, tmp_ttl: int) -> int | None:
-        """Write the stream at `key` with `ttl`, all or nothing; None if a value was already there.
+    def store(self, key: str, chunks: Iterator[bytes], *, ttl: int, tmp_ttl: int, replace: bool = False) -> int | None:
+        """Write the stream at `key` with `ttl`, all or nothing; None if a value was already there (or replace it).
 
         A value that fits in one chunk is one `SET NX EX`. A longer one is appended to a
         temporary key (whose TTL is renewed as it grows) and renamed into place by a script,
@@ -43,7 +44,7 @@ class Writes:
         first = next(chunks, b"")
         second = next(chunks, None)
         if second is None:
-            return self.put(key, first, ttl=ttl)
+            return self.put(key, first, ttl=ttl, replace=replace)
         tmp = TMP + uuid.uuid4().hex
         total = 0
         renewed = time.monotonic()
@@ -58,7 +59,7 @@ class Writes:
                 if time.monotonic() - renewed >= TMP_RENEW_EVERY:
                     renewed = time.monotonic()
                     self.client.expire(tmp, tmp_ttl)
-            published = self.scripts.publish(keys=[tmp, key], args=[ttl, total])
+            published = self.scripts.publish(keys=[tmp, key], args=[ttl, total, "replace" if replace else "keep"])
         except BaseException:
             with contextlib.suppress(redis.RedisError):  # best effort: the temporary key expires on its own
                 self.client.delete(tmp)

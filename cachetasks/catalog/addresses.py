@@ -1,43 +1,100 @@
-"""The address book: storage addresses of ongoing documents, remembered between collects."""
+"""The address book: which document is ongoing at which storage address, kept between collects."""
 
 from __future__ import annotations
 
-import random
 import time
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
 from ..batches import batched
 from ..ref import FileRef
-from .queries import addresses_query, ongoing_documents_query, run
+from . import schema
+from .queries import addresses_query, changed_documents_query, ongoing_documents_query, run
+
+# Rows committed a little after their update_time was taken are still seen: each look for
+# changes reaches back this far before the newest change already seen.
+CHANGES_OVERLAP_MS = 5000
+
+
+@dataclass(frozen=True)
+class Ongoing:
+    """The ongoing files: each address with the document ongoing there ('' when the query names none),
+    and the addresses whose document is new since the previous look (a re-upload, a move)."""
+
+    documents: dict[FileRef, str]
+    fresh: set[FileRef] = field(default_factory=set)
+
+    @property
+    def refs(self) -> set[FileRef]:
+        return set(self.documents)
 
 
 class AddressBook:
-    """A document's address does not change once it exists, so each collect only asks which
-    documents are ongoing (no joins to file2document and file) and looks up the addresses of
-    documents it has not seen in the last `ttl` seconds (spread, so they do not all come due
-    at once). At 100k ongoing documents this is what keeps a collect near the tick.
+    """Each collect asks which documents are ongoing (one query on task and document, no joins),
+    and looks up the addresses (joins to file2document and file) only of documents it has not
+    seen yet, or whose rows changed since it last looked: RAGFlow sets update_time on every
+    write, so a file moved to another folder is followed at the next collect. At 100k ongoing
+    documents this is what keeps a collect near the tick.
     """
 
-    def __init__(self, *, ttl: float = 300.0) -> None:
-        self.ttl = ttl
-        self._known: dict[str, tuple[float, tuple[FileRef, ...]]] = {}
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[int, tuple[FileRef, ...]]] = {}  # document -> (created ms, addresses)
+        self._as_of: dict[str, int] = {}  # document -> the newest change of its rows its addresses reflect
+        self._changes_since: int | None = None  # update_time (ms) from which to look for changes
+        self._previous: dict[FileRef, str] = {}
 
-    def ongoing(self, engine: sa.Engine, *, window_seconds: int, now: float | None = None) -> set[FileRef]:
+    def ongoing(self, engine: sa.Engine, *, window_seconds: int, now: float | None = None) -> Ongoing:
         since_ms = int((time.time() if now is None else now) * 1000) - window_seconds * 1000
         docs = [str(doc_id) for (doc_id,) in run(engine, ongoing_documents_query(since_ms), {}, width=1)]
-        clock = time.monotonic()
-        due = [doc for doc in docs if (entry := self._known.get(doc)) is None or entry[0] < clock]
+        floor, changed = self._changed(engine)
+        due = [doc for doc in docs if doc not in self._known or changed.get(doc, -1) > self._as_of.get(doc, -1)]
         for batch in batched(due):
-            found: dict[str, list[FileRef]] = {doc: [] for doc in batch}
-            for doc, bucket, location in run(engine, addresses_query(), {"ids": batch}, width=3):
+            found: dict[str, tuple[int, list[FileRef]]] = {doc: (0, []) for doc in batch}
+            for doc, bucket, location, created in run(engine, addresses_query(), {"ids": batch}, width=4):
+                refs = found[str(doc)][1]
                 if usable(bucket, location):
-                    found[str(doc)].append(FileRef(str(bucket), str(location)))
-            for doc, refs in found.items():
-                self._known[doc] = (clock + self.ttl * (0.5 + random.random()), tuple(refs))
+                    refs.append(FileRef(str(bucket), str(location)))
+                found[str(doc)] = (int(created or 0), refs)
+            for doc, (created, refs) in found.items():
+                self._known[doc] = (created, tuple(refs))
+                # Rows changed since `floor` may be committed after this lookup: look again if one shows.
+                self._as_of[doc] = changed.get(doc, floor)
         if len(self._known) > 2 * len(docs) + 1000:  # forget documents that stopped being ongoing
             self._known = {doc: self._known[doc] for doc in docs}
-        return {ref for doc in docs for ref in self._known[doc][1]}
+            self._as_of = {doc: self._as_of[doc] for doc in docs if doc in self._as_of}
+        documents: dict[FileRef, str] = {}
+        newest: dict[FileRef, int] = {}
+        for doc in docs:
+            created, addresses = self._known[doc]
+            for ref in addresses:  # two documents at one address: the newer one is the file's owner now
+                if ref not in newest or (created, doc) > (newest[ref], documents[ref]):
+                    documents[ref], newest[ref] = doc, created
+        fresh = {ref for ref, doc in documents.items() if self._previous.get(ref) != doc}
+        self._previous = documents
+        return Ongoing(documents, fresh)
+
+    def _changed(self, engine: sa.Engine) -> tuple[int, dict[str, int]]:
+        """Since when this look saw changes (update_time, ms), and the newest change of each document
+        whose rows changed since then. The first look starts from the newest change in the tables."""
+        if self._changes_since is None:
+            self._changes_since = _newest_update(engine)
+        floor = self._changes_since - CHANGES_OVERLAP_MS
+        changed: dict[str, int] = {}
+        for doc, ms in run(engine, changed_documents_query(floor), {}, width=2):
+            if doc is not None:
+                changed[str(doc)] = max(changed.get(str(doc), 0), int(ms or 0))
+        self._changes_since = max([self._changes_since, *changed.values()])
+        return floor, changed
+
+
+def _newest_update(engine: sa.Engine) -> int:
+    newest = [
+        sa.select(sa.func.max(table.c.update_time)).scalar_subquery()
+        for table in (schema.document, schema.file, schema.file2document)
+    ]
+    [(doc, file, link)] = run(engine, sa.select(*newest), {}, width=3)
+    return max(int(doc or 0), int(file or 0), int(link or 0))
 
 
 def usable(bucket: object, location: object) -> bool:

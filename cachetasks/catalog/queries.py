@@ -10,13 +10,14 @@ from ..errors import CatalogError, first_line
 from . import schema
 
 
-def ongoing_query(since_ms: int, *, first_seen: bool = False) -> sa.Select[*tuple[Any, ...]]:
-    """RAGFlow's ongoing documents, addressed by its real storage rule.
+def ongoing_query(since_ms: int) -> sa.Select[str, str]:
+    """RAGFlow's ongoing documents, addressed by its real storage rule, in one statement.
 
     A linked file-manager file (a file2document row whose file has source_type '' or
     NULL) lives at (file.parent_id, file.location); everything else, knowledge-base
-    uploads included, at (document.kb_id, document.location). With `first_seen`, each
-    address also carries the creation time (ms) of its oldest ongoing task.
+    uploads included, at (document.kb_id, document.location). The service runs it in two
+    parts (`ongoing_documents_query`, then `addresses_query`) and deduplicates addresses
+    itself: a MySQL collation would merge 'Guide.pdf' and 'guide.pdf' in a DISTINCT.
     """
     t, d = schema.task, schema.document
     bucket, location = address_columns()
@@ -28,8 +29,6 @@ def ongoing_query(since_ms: int, *, first_seen: bool = False) -> sa.Select[*tupl
         .outerjoin(schema.file, schema.file.c.id == schema.file2document.c.file_id)
         .where(*_ongoing(since_ms))
     )
-    if first_seen:
-        return query.add_columns(sa.func.min(t.c.create_time).label("first_seen")).group_by(bucket, location)
     return query.distinct()
 
 
@@ -56,17 +55,47 @@ def ongoing_documents_query(since_ms: int) -> sa.Select[tuple[str]]:
     )
 
 
-def addresses_query() -> sa.Select[tuple[str, str, str]]:
-    """(document id, bucket, location) for the documents in the expanding parameter `ids`."""
+def first_tasks_query(since_ms: int) -> sa.Select[tuple[str, int]]:
+    """(document id, creation time in ms of its oldest ongoing task) for each ongoing document."""
+    t, d = schema.task, schema.document
+    return (
+        sa.select(t.c.doc_id, sa.func.min(t.c.create_time))
+        .select_from(t)
+        .join(d, t.c.doc_id == d.c.id)
+        .where(*_ongoing(since_ms))
+        .group_by(t.c.doc_id)
+    )
+
+
+def addresses_query() -> sa.Select[tuple[str, str, str, int]]:
+    """(document id, bucket, location, document creation time) for the documents in the expanding parameter `ids`."""
     d, f2d = schema.document, schema.file2document
     bucket, location = address_columns()
     return (
-        sa.select(d.c.id, bucket, location)
+        sa.select(d.c.id, bucket, location, d.c.create_time)
         .select_from(d)
         .outerjoin(f2d, f2d.c.document_id == d.c.id)
         .outerjoin(schema.file, schema.file.c.id == f2d.c.file_id)
         .where(d.c.id.in_(sa.bindparam("ids", expanding=True)))
     )
+
+
+def changed_documents_query(since_ms: int) -> sa.Select[tuple[str, int]]:
+    """(document id, update time) of the documents whose address may have changed since `since_ms`.
+
+    RAGFlow sets update_time on every insert and update (an indexed column of every table):
+    a file moved to another folder changes its `file` row, a relinked file its
+    `file2document` row, and a document's own row holds kb_id and location.
+    """
+    d, f, f2d = schema.document, schema.file, schema.file2document
+    return sa.union_all(
+        sa.select(d.c.id, d.c.update_time).where(d.c.update_time >= since_ms),
+        sa.select(f2d.c.document_id, f2d.c.update_time).where(f2d.c.update_time >= since_ms),
+        sa.select(f2d.c.document_id, f.c.update_time)
+        .select_from(f2d)
+        .join(f, f.c.id == f2d.c.file_id)
+        .where(f.c.update_time >= since_ms),
+    )  # type: ignore[return-value]  # a union of selects of the same columns
 
 
 def custom_query(sql: str) -> sa.TextClause:

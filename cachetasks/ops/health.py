@@ -63,8 +63,8 @@ def _database(settings: Settings) -> str:
             missing = sorted({t.name for t in schema.metadata.sorted_tables} - tables)
             if missing:
                 raise CachetasksError(f"missing tables: {', '.join(missing)} (python -m cachetasks initdb)")
-        refs = catalog.ongoing(engine, window_seconds=settings.ongoing_window, sql=settings.ongoing_sql)
-        return f"{engine.url.render_as_string(hide_password=True)}: {len(refs)} ongoing files"
+        ongoing = catalog.ongoing(engine, window_seconds=settings.ongoing_window, sql=settings.ongoing_sql)
+        return f"{engine.url.render_as_string(hide_password=True)}: {len(ongoing.documents)} ongoing files"
     finally:
         engine.dispose()
 

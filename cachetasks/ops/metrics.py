@@ -16,9 +16,10 @@ from prometheus_client import start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from ..cache import Cache
 from ..cache.client import make_redis
 from ..cache.counters import COLLECT_BUCKETS, COPY_BUCKETS
-from ..cache.keys import HELD, LAST_COLLECT, LAST_REPORT, METRICS
+from ..cache.keys import LAST_COLLECT, LAST_REPORT, METRICS
 from ..settings import COLLECT_QUEUE, FILES_QUEUE, Settings
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class RedisCollector(Collector):
     def __init__(self, cache: redis.Redis, broker: redis.Redis) -> None:
         self.cache = cache
         self.broker = broker
+        self._cache = Cache(cache)
 
     def collect(self) -> Iterator[Any]:
         up = GaugeMetricFamily("cachetasks_up", "1 when the exporter can read Redis")
@@ -37,9 +39,9 @@ class RedisCollector(Collector):
             with self.cache.pipeline(transaction=False) as pipe:
                 pipe.hgetall(METRICS)
                 pipe.hgetall(LAST_REPORT)
-                pipe.get(HELD)
                 pipe.get(LAST_COLLECT)
-                raw, report_raw, held, last = pipe.execute()
+                raw, report_raw, last = pipe.execute()
+            held = self._cache.stored_bytes()  # what is in Redis now, not what the last collect saw
             queues = {q: int(self.broker.llen(q)) for q in (COLLECT_QUEUE, FILES_QUEUE)}
         except redis.RedisError as exc:
             log.warning("metrics unavailable: %s", type(exc).__name__)
@@ -70,7 +72,7 @@ class RedisCollector(Collector):
             "cachetasks_ongoing_files": ("ongoing files at the last collect", report.get("ongoing", 0)),
             "cachetasks_in_flight_files": ("files being copied at the last collect", report.get("in_flight", 0)),
             "cachetasks_skipped_files": ("files remembered as not cacheable", report.get("skipped", 0)),
-            "cachetasks_held_bytes": ("bytes the cache holds", float(held or 0)),
+            "cachetasks_held_bytes": ("bytes of the files the cache holds", float(held)),
             "cachetasks_last_collect_timestamp_seconds": ("unix time of the last collect", float(last or 0)),
         }
         for name, (doc, value) in gauges.items():

@@ -42,7 +42,7 @@ def gather(engine: sa.Engine, cache: Cache, broker: redis.Redis, settings: Setti
     if waiting:
         ms, ref = min(waiting)
         status.oldest_uncached, status.oldest_uncached_age = ref.key, round(time.time() - ms / 1000, 1)
-    status.held_bytes = cache.held_bytes()
+    status.held_bytes = cache.stored_bytes()
     last = cache.last_collected()
     if last is not None:
         status.last_collect_age = round(time.time() - last, 1)

@@ -6,11 +6,11 @@ Each backend's client library is imported only when that backend is used.
 from __future__ import annotations
 
 from ..settings import Settings
-from .base import Blob, Storage
+from .base import Blob, Storage, version_of
 from .local import LocalStorage
 from .memory import MemoryStorage
 
-__all__ = ["Blob", "LocalStorage", "MemoryStorage", "Storage", "from_settings"]
+__all__ = ["Blob", "LocalStorage", "MemoryStorage", "Storage", "from_settings", "version_of"]
 
 
 def from_settings(settings: Settings) -> Storage:

@@ -44,6 +44,10 @@ class Storage(Protocol):
         """Write `data` where `open(bucket, location)` reads it: for demos, tests and benchmarks only."""
         ...
 
+    def stat(self, bucket: str, location: str) -> str:
+        """The version `open` would give the object (`Blob.version`), without reading it."""
+        ...
+
     def check(self) -> str:
         """Raise StorageError when storage cannot be reached; return a one-line description."""
         ...
@@ -51,6 +55,15 @@ class Storage(Protocol):
     def close(self) -> None:
         """Release the backend's connections."""
         ...
+
+
+def version_of(storage: Storage, bucket: str, location: str) -> str:
+    """The object's version: from `stat` where the backend has one, else from opening it unread."""
+    stat = getattr(storage, "stat", None)
+    if stat is not None:
+        return str(stat(bucket, location))
+    with storage.open(bucket, location, chunk_size=1) as blob:
+        return blob.version
 
 
 def check_address(bucket: str, location: str) -> FileRef:

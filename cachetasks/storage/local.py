@@ -49,12 +49,24 @@ class LocalStorage:
             os.close(fd)
             raise InvalidAddress("is not a regular file", ref)
         handle = os.fdopen(fd, "rb", buffering=0)
+        version = _version(info)
 
         def chunks() -> Iterator[bytes]:
             while block := handle.read(chunk_size):
                 yield block
+            # Rewritten in place while it was read (a rename leaves this file as it was): what was
+            # read may mix two contents, so it must not be published.
+            if _version(os.fstat(handle.fileno())) != version:
+                raise StorageUnavailable("changed while it was read", ref)
 
-        return Blob(info.st_size, chunks(), handle.close, version=f"{info.st_size}-{info.st_mtime_ns}")
+        return Blob(info.st_size, chunks(), handle.close, version=version)
+
+    def stat(self, bucket: str, location: str) -> str:
+        path = self.path_of(bucket, location)
+        try:
+            return _version(path.stat())
+        except FileNotFoundError:
+            raise FileMissing("no such file", FileRef(bucket, location)) from None
 
     def put(self, bucket: str, location: str, data: bytes) -> None:
         ref = check_address(bucket, location)
@@ -71,3 +83,7 @@ class LocalStorage:
 
     def close(self) -> None:
         pass  # nothing held between reads
+
+
+def _version(info: os.stat_result) -> str:
+    return f"{info.st_size}-{info.st_mtime_ns}"

@@ -1,4 +1,4 @@
-"""The ongoing query against real databases: one body per behaviour, run on PostgreSQL and SQLite."""
+"""The ongoing query against real databases: one body per behaviour, run on PostgreSQL, MySQL (MariaDB) and SQLite."""
 
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ from cachetasks.ref import FileRef
 WINDOW = 600
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
+@pytest.fixture(params=["postgresql", "mysql", "sqlite"])
 def engine(request: pytest.FixtureRequest) -> sa.Engine:
     """RAGFlow's tables, empty, in each database the service supports."""
-    fixture = {"postgresql": "pg_engine", "sqlite": "sqlite_engine"}[request.param]
+    fixture = {"postgresql": "pg_engine", "mysql": "mysql_engine", "sqlite": "sqlite_engine"}[request.param]
     made: sa.Engine = request.getfixturevalue(fixture)
     return made
 
@@ -34,26 +34,127 @@ def kb() -> str:
 
 
 def ongoing(engine: sa.Engine, **kwargs: Any) -> set[FileRef]:
-    found = catalog.ongoing(engine, window_seconds=WINDOW, **kwargs)
-    if "sql" not in kwargs:  # the collector's path (document ids, then remembered addresses) agrees
-        assert catalog.AddressBook().ongoing(engine, window_seconds=WINDOW) == found
+    found = catalog.ongoing(engine, window_seconds=WINDOW, **kwargs).refs
+    if "sql" not in kwargs:  # a collect's path (a kept address book) agrees
+        book = catalog.AddressBook()
+        book.ongoing(engine, window_seconds=WINDOW)
+        assert book.ongoing(engine, window_seconds=WINDOW).refs == found
     return found
 
 
-def test_the_address_book_remembers_addresses_and_looks_them_up_again_after_its_ttl(engine: sa.Engine) -> None:
-    """Known documents cost no address lookup until their entry is due; then the current address is read."""
-    # Given a document the book has seen
-    bucket = kb()
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Statements:
+    """The SQL statements an engine runs, to tell which lookups a collect made."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.seen: list[str] = []
+        sa.event.listen(engine, "before_cursor_execute", self._seen)
+        self.engine = engine
+
+    def _seen(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self.seen.append(statement)
+
+    def lookups(self) -> int:
+        """How many address lookups (joins to file2document) ran."""
+        return sum("file2document" in s and "JOIN" in s and "update_time" not in s for s in self.seen)
+
+    def close(self) -> None:
+        sa.event.remove(self.engine, "before_cursor_execute", self._seen)
+
+
+def test_the_address_book_looks_up_a_known_unchanged_document_only_once(engine: sa.Engine) -> None:
+    """Collects after the first ask which documents are ongoing and what changed, not every address again."""
+    # Given a book that has seen a document whose rows last changed a minute ago
     with engine.begin() as conn:
-        doc = insert_document(conn, kb_id=bucket, location="first.pdf")
-    book = catalog.AddressBook(ttl=3600)
-    assert book.ongoing(engine, window_seconds=WINDOW) == {FileRef(bucket, "first.pdf")}
-    # When its address changes in the database
+        insert_document(conn, kb_id=kb(), location="doc.pdf")
+        for table in (schema.document, schema.file, schema.file2document):
+            conn.execute(table.update().values(update_time=now_ms() - 60_000))
+    book = catalog.AddressBook()
+    statements = Statements(engine)
+    try:
+        book.ongoing(engine, window_seconds=WINDOW)
+        first = statements.lookups()
+        # When three more collects run with nothing changed
+        for _ in range(3):
+            book.ongoing(engine, window_seconds=WINDOW)
+        # Expect no more address lookups
+        assert (first, statements.lookups()) == (1, 1)
+    finally:
+        statements.close()
+
+
+@pytest.mark.parametrize("row", ["document", "file", "file2document"])
+def test_the_address_book_follows_a_document_whose_rows_change(engine: sa.Engine, row: str) -> None:
+    """A document moved to another address (its own row, its file moved to another folder, or relinked to
+    another file) is found there at the next look: RAGFlow sets update_time on every write."""
+    # Given a file-manager document the book has seen at folder1/a.pdf
     with engine.begin() as conn:
-        conn.execute(schema.document.update().where(schema.document.c.id == doc).values(location="second.pdf"))
-    # Expect the remembered address, and the new one from a book whose entries are due
-    assert book.ongoing(engine, window_seconds=WINDOW) == {FileRef(bucket, "first.pdf")}
-    assert catalog.AddressBook(ttl=0).ongoing(engine, window_seconds=WINDOW) == {FileRef(bucket, "second.pdf")}
+        doc = insert_document(conn, kb_id="kb1", location="a.pdf", file=LinkedFile("folder1", "a.pdf", ""))
+    book = catalog.AddressBook()
+    assert book.ongoing(engine, window_seconds=WINDOW).refs == {FileRef("folder1", "a.pdf")}
+    # When its address changes in one of its rows, as RAGFlow writes them
+    f, f2d, d = schema.file, schema.file2document, schema.document
+    with engine.begin() as conn:
+        file_id = conn.execute(sa.select(f2d.c.file_id).where(f2d.c.document_id == doc)).scalar_one()
+        if row == "file":  # moved to another folder: RAGFlow's move_files
+            conn.execute(f.update().where(f.c.id == file_id).values(parent_id="folder2", update_time=now_ms()))
+        elif row == "file2document":  # linked to another file
+            conn.execute(
+                f.insert().values(id="f" + uuid.uuid4().hex[:31], parent_id="folder2", location="a.pdf", source_type="")
+            )
+            new_file = conn.execute(sa.select(f.c.id).where(f.c.parent_id == "folder2")).scalar_one()
+            conn.execute(f2d.update().where(f2d.c.document_id == doc).values(file_id=new_file, update_time=now_ms()))
+        else:  # the document's own row: no longer a file-manager file
+            conn.execute(f2d.delete().where(f2d.c.document_id == doc))
+            conn.execute(d.update().where(d.c.id == doc).values(kb_id="folder2", update_time=now_ms()))
+    # Expect the new address, marked as fresh, and the old one gone
+    after = book.ongoing(engine, window_seconds=WINDOW)
+    assert after.refs == after.fresh == {FileRef("folder2", "a.pdf")}
+    assert after.documents == {FileRef("folder2", "a.pdf"): doc}
+
+
+def test_a_newer_document_at_the_same_address_owns_it(engine: sa.Engine) -> None:
+    """A re-upload under the same name reuses the address: the newer document is the one ongoing there."""
+    # Given a document, seen by the book
+    with engine.begin() as conn:
+        old = insert_document(conn, kb_id="kb1", location="guide.pdf", created_ms=now_ms() - 5000)
+    book = catalog.AddressBook()
+    assert book.ongoing(engine, window_seconds=WINDOW).documents == {FileRef("kb1", "guide.pdf"): old}
+    # When a corrected file is uploaded under the same name while the first still shows as ongoing
+    with engine.begin() as conn:
+        new = insert_document(conn, kb_id="kb1", location="guide.pdf")
+    # Expect the new document at that address, as a change
+    after = book.ongoing(engine, window_seconds=WINDOW)
+    assert after.documents == {FileRef("kb1", "guide.pdf"): new}
+    assert after.fresh == {FileRef("kb1", "guide.pdf")}
+    assert book.ongoing(engine, window_seconds=WINDOW).fresh == set()
+
+
+def test_addresses_that_differ_only_in_case_are_two_files(engine: sa.Engine) -> None:
+    """'Guide.pdf' and 'guide.pdf' are two files on every database, whatever its collation merges."""
+    with engine.begin() as conn:
+        insert_document(conn, kb_id="kb1", location="Guide.pdf")
+        insert_document(conn, kb_id="kb1", location="guide.pdf")
+    assert ongoing(engine) == {FileRef("kb1", "Guide.pdf"), FileRef("kb1", "guide.pdf")}
+    seen = catalog.first_seen(engine, window_seconds=WINDOW)
+    assert set(seen) == {FileRef("kb1", "Guide.pdf"), FileRef("kb1", "guide.pdf")}
+
+
+def test_first_seen_gives_each_address_its_oldest_ongoing_task(engine: sa.Engine) -> None:
+    """`status`'s query groups by document in SQL (MySQL 8's ONLY_FULL_GROUP_BY accepts it) and by address here."""
+    # Given two documents at one address, and one elsewhere, with tasks of different ages
+    start = now_ms()
+    with engine.begin() as conn:
+        insert_document(conn, kb_id="kb1", location="a.pdf", created_ms=start - 40_000, progress=[0.0, 0.5])
+        insert_document(conn, kb_id="kb1", location="a.pdf", created_ms=start - 10_000)
+        insert_document(conn, kb_id="kb1", location="b.pdf", created_ms=start - 20_000)
+    # When
+    seen = catalog.first_seen(engine, window_seconds=WINDOW)
+    # Expect
+    assert seen == {FileRef("kb1", "a.pdf"): start - 40_000, FileRef("kb1", "b.pdf"): start - 20_000}
 
 
 def test_the_address_book_forgets_documents_that_stopped_being_ongoing(engine: sa.Engine) -> None:
@@ -64,12 +165,12 @@ def test_the_address_book_forgets_documents_that_stopped_being_ongoing(engine: s
         doc = insert_document(conn, kb_id=bucket, location="a.pdf")
         insert_document(conn, kb_id=bucket, location="b.pdf")
     book = catalog.AddressBook()
-    assert len(book.ongoing(engine, window_seconds=WINDOW)) == 2
+    assert len(book.ongoing(engine, window_seconds=WINDOW).refs) == 2
     # When
     with engine.begin() as conn:
         conn.execute(schema.document.update().where(schema.document.c.id == doc).values(run="3"))
     # Expect
-    assert book.ongoing(engine, window_seconds=WINDOW) == {FileRef(bucket, "b.pdf")}
+    assert book.ongoing(engine, window_seconds=WINDOW).refs == {FileRef(bucket, "b.pdf")}
 
 
 def test_an_ongoing_document_is_returned_with_its_address(engine: sa.Engine) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from cachetasks.errors import CacheUnavailable, CatalogError
 from cachetasks.ops.demo import LinkedFile, finish_document, insert_document
 from cachetasks.ref import FileRef
 from cachetasks.settings import Settings
-from testbed.servers import free_port
+from testbed.servers import RedisServer, free_port
 
 SETTINGS = Settings(ttl=720, inflight_ttl=30)
 
@@ -95,19 +95,56 @@ def test_a_cached_file_is_not_enqueued_and_its_ttl_is_renewed_only_below_half(
     assert 718 <= cache.client.ttl("kb1/old.pdf") <= 720
 
 
-def test_skipped_and_evicted_files_are_counted_and_not_enqueued(sqlite_engine: sa.Engine, cache: Cache) -> None:
-    """A file remembered as missing, and one Redis evicted before its expiry, wait; the report counts them."""
-    # Given one remembered as missing, and one this service cached that is gone before its TTL
+def test_a_skipped_file_is_counted_and_not_enqueued(sqlite_engine: sa.Engine, cache: Cache) -> None:
+    """A file remembered as missing waits for its negative TTL; the report counts it."""
     add(sqlite_engine, "gone.pdf")
-    add(sqlite_engine, "evicted.pdf")
     cache.remember_skip(FileRef("kb1", "gone.pdf"), SkipReason.MISSING, 60)
-    cache.settle(FileRef("kb1", "evicted.pdf"), "task-1", stored=10, ttl=720)
     queue = Queue()
-    # When
     report = run(sqlite_engine, cache, queue)
-    # Expect
     assert queue.refs == []
-    assert report is not None and (report.skipped, report.evicted, report.enqueued) == (1, 1, 0)
+    assert report is not None and (report.skipped, report.enqueued) == (1, 0)
+
+
+def test_a_file_someone_deleted_is_enqueued_again_at_the_next_collect(sqlite_engine: sa.Engine, cache: Cache) -> None:
+    """A key this service wrote that vanished while Redis evicted nothing was deleted: it is copied again at once."""
+    # Given a file this service cached, and a first collect
+    add(sqlite_engine, "doc.pdf")
+    ref = FileRef("kb1", "doc.pdf")
+    cache.put(ref.key, b"cached", ttl=720)
+    cache.settle(ref, "task-1", stored=6, ttl=720)
+    queue = Queue()
+    assert run(sqlite_engine, cache, queue) is not None and queue.refs == []
+    # When someone deletes it
+    cache.client.delete(ref.key)
+    # Expect the next collect to enqueue it, and the ledger to forget the deleted bytes
+    report = run(sqlite_engine, cache, queue)
+    assert queue.refs == [ref]
+    assert report is not None and (report.enqueued, report.evicted) == (1, 0)
+    assert cache.held_bytes() == 0
+
+
+def test_a_file_redis_evicted_waits_for_its_ttl_period(
+    sqlite_engine: sa.Engine, redis_server_with: Callable[..., RedisServer]
+) -> None:
+    """A key that vanished while Redis was evicting is counted evicted and not copied again before its TTL ends."""
+    # Given a cached file on a small Redis that evicts keys with a TTL, and a first collect
+    server = redis_server_with("--maxmemory", "4mb", "--maxmemory-policy", "volatile-lru")
+    cache = Cache(server.client(1))
+    add(sqlite_engine, "doc.pdf")
+    ref = FileRef("kb1", "doc.pdf")
+    cache.put(ref.key, b"x" * 100_000, ttl=720)
+    cache.settle(ref, "task-1", stored=100_000, ttl=720)
+    queue = Queue()
+    run(sqlite_engine, cache, queue)
+    # When others' keys fill Redis and it evicts the file
+    filler = server.client(2)
+    for i in range(60):
+        filler.set(f"filler-{i}", b"f" * 100_000, ex=600)
+    assert not cache.client.exists(ref.key) and filler.info("stats")["evicted_keys"] > 0
+    # Expect two collects to hold it back
+    reports = [run(sqlite_engine, cache, queue) for _ in range(2)]
+    assert queue.refs == []
+    assert [(r.evicted, r.enqueued) for r in reports if r is not None] == [(1, 0), (1, 0)]
 
 
 def test_unusable_addresses_are_dropped_counted_and_warned_about_once(

@@ -83,16 +83,20 @@ def warnings_about(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
 # -- where each file is read from ---------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("database", ["postgresql", "mysql"])
 @pytest.mark.parametrize("layout", ["bucket-per-kb", "single-bucket"])
 def test_uploads_are_read_from_the_kb_bucket_and_file_manager_files_from_their_folder(
     layout: str,
+    database: str,
     s3_env: dict[str, str],
     s3: Any,
     s3_proxy: S3Proxy,
-    pg_engine: sa.Engine,
     in_process: Make,
+    request: pytest.FixtureRequest,
 ) -> None:
-    """An upload lives at (kb_id, document.location), a file-manager file at (file.parent_id, file.location)."""
+    """An upload lives at (kb_id, document.location), a file-manager file at (file.parent_id, file.location),
+    on RAGFlow's PostgreSQL and on its MySQL (RAGFlow's collation, MySQL 8's sql_mode)."""
+    pg_engine: sa.Engine = request.getfixturevalue("pg_engine" if database == "postgresql" else "mysql_engine")
     # Given the service on this layout, and each file at its real address (with decoys elsewhere)
     settings = dict(s3_env)
     if layout == "single-bucket":

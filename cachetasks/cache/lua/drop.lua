@@ -1,4 +1,4 @@
--- drop(k): forget cache key k in the ledger. KEYS[1] SIZES, KEYS[2] HELD, KEYS[3] OWNED.
+-- drop(k): forget cache key k in the ledger. KEYS[1] SIZES, KEYS[2] HELD, KEYS[3] OWNED, KEYS[4] SOURCES.
 local function drop(k)
   local old = redis.call('HGET', KEYS[1], k)
   if old then
@@ -6,4 +6,5 @@ local function drop(k)
     redis.call('DECRBY', KEYS[2], old)
   end
   redis.call('ZREM', KEYS[3], k)
+  redis.call('HDEL', KEYS[4], k)
 end

@@ -1,5 +1,5 @@
 -- Forget keys this service wrote; with ARGV[1] == 'delete' also delete them. Returns how many.
--- KEYS: SIZES, HELD, OWNED. ARGV: 'delete' or 'keep', then the keys.
+-- KEYS: SIZES, HELD, OWNED, SOURCES. ARGV: 'delete' or 'keep', then the keys.
 --#include drop
 local n = 0
 local delete = ARGV[1] == 'delete'

@@ -1,6 +1,7 @@
 -- Forget keys whose expiry passed and that are gone; returns how many were dropped.
--- KEYS: SIZES, HELD, OWNED. ARGV: batch size, INFLIGHT prefix, reservation ms.
--- A key still there moves to its new expiry; a reservation whose copy still runs is extended.
+-- KEYS: SIZES, HELD, OWNED, SOURCES, EVICTED. ARGV: batch size, INFLIGHT prefix, reservation ms.
+-- A key still there moves to its new expiry; a reservation whose copy still runs is extended;
+-- a file Redis evicted stops being held back once its TTL period is over.
 --#include now
 --#include drop
 local due = redis.call('ZRANGEBYSCORE', KEYS[3], -now, now, 'LIMIT', 0, tonumber(ARGV[1]))
@@ -16,4 +17,5 @@ for _, k in ipairs(due) do
     dropped = dropped + 1
   end
 end
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
 return dropped

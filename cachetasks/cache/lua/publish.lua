@@ -1,12 +1,12 @@
 -- Rename a value streamed into a temporary key into place, all or nothing.
--- KEYS: temporary key, cache key. ARGV: ttl seconds, expected length.
+-- KEYS: temporary key, cache key. ARGV: ttl seconds, expected length, 'replace' to replace a value there.
 -- Returns -1 when the temporary value lost a part (never published), 0 when a value was already
 -- there (kept), 1 when published.
 if redis.call('STRLEN', KEYS[1]) ~= tonumber(ARGV[2]) then
   redis.call('DEL', KEYS[1])
   return -1
 end
-if redis.call('EXISTS', KEYS[2]) == 1 then
+if ARGV[3] ~= 'replace' and redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('DEL', KEYS[1])
   return 0
 end
