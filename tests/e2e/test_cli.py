@@ -21,8 +21,8 @@ from cachetasks.ref import FileRef
 from cachetasks.settings import COLLECT_QUEUE, FILES_QUEUE, Settings
 from cachetasks.storage import LocalStorage
 from testbed.processes import REPO, Processes, service_env
-from testbed.servers import RedisServer, free_port, postgres_database
-from tests.support.e2e import local_root, put_local
+from testbed.servers import RedisServer, free_port, postgres_database, wait_until
+from tests.support.e2e import local_root, put_local, start_service
 
 Start = Callable[[dict[str, str]], Processes]
 COMMANDS = ("initdb", "demo", "status", "check", "warm", "metrics")
@@ -171,6 +171,54 @@ def test_status_says_beat_never_ran_on_an_empty_service(env: dict[str, str], sql
     assert (report["oldest_uncached"], report["last_collect_age"], report["beat_recent"]) == (None, None, False)
     assert report["queues"] == {COLLECT_QUEUE: 0, FILES_QUEUE: 0}
     assert rows(cachetasks(env, "status").stdout)["last collect"] == "never (is beat running?)"
+
+
+def test_status_reports_no_bytes_held_once_the_cached_files_have_expired(
+    env: dict[str, str], sqlite_engine: sa.Engine, cache: Cache, processes: Start
+) -> None:
+    """With the service stopped, `status` counts the bytes of files still in Redis: none once their TTLs ran out."""
+    # Given a service with a 2 s TTL that cached two files, then stopped
+    procs = processes({**env, "CACHETASKS_TTL": "2"})
+    start_service(procs, cache.client)
+    put_local(env, "kb1", "a.txt", b"a" * 100)
+    put_local(env, "kb1", "b.txt", b"b" * 250)
+    with sqlite_engine.begin() as conn:
+        for name in ("a.txt", "b.txt"):
+            insert_document(conn, kb_id="kb1", location=name)
+    wait_until(lambda: cache.client.exists("kb1/a.txt", "kb1/b.txt") == 2, timeout=5, what="two cached files")
+    assert json.loads(cachetasks(env, "status", "--json").stdout)["held_bytes"] == 350
+    procs.kill_all()
+    # When their TTLs run out with no collect to notice
+    wait_until(lambda: not cache.client.exists("kb1/a.txt", "kb1/b.txt"), timeout=5, what="the keys to expire")
+    # Expect no bytes held, as JSON and in the table
+    assert json.loads(cachetasks(env, "status", "--json").stdout)["held_bytes"] == 0
+    assert rows(cachetasks(env, "status").stdout)["bytes held"] == "0"
+
+
+@pytest.mark.parametrize("database", ["mysql", "postgresql"])
+def test_status_and_check_count_addresses_byte_for_byte_on_ragflows_databases(
+    database: str, env: dict[str, str], request: pytest.FixtureRequest
+) -> None:
+    """On MySQL (RAGFlow's collation, MySQL 8's ONLY_FULL_GROUP_BY) and PostgreSQL: 'Guide.pdf' and 'guide.pdf'
+    are two ongoing files for `status` and `check`, and `status` answers instead of failing."""
+    # Given three ongoing documents, two of whose locations differ only in case
+    prefix = "pg" if database == "postgresql" else "mysql"
+    engine: sa.Engine = request.getfixturevalue(f"{prefix}_engine")
+    settings = {**env, "CACHETASKS_DATABASE_URL": request.getfixturevalue(f"{prefix}_url")}
+    with engine.begin() as conn:
+        for name in ("Guide.pdf", "guide.pdf", "other.pdf"):
+            insert_document(conn, kb_id="kb1", location=name, created_ms=int((time.time() - 30) * 1000))
+    local_root(env).mkdir(parents=True)
+    # When
+    status, check = cachetasks(settings, "status", "--json"), cachetasks(settings, "check", "--json")
+    # Expect
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert (report["ongoing"], report["states"]) == (3, {"uncached": 3})
+    assert report["oldest_uncached"] in ("kb1/Guide.pdf", "kb1/guide.pdf", "kb1/other.pdf")
+    assert check.returncode == 0, check.stdout + check.stderr
+    database_check = {c["name"]: c for c in json.loads(check.stdout)}["database"]
+    assert database_check["detail"].endswith(": 3 ongoing files")
 
 
 @pytest.mark.slow

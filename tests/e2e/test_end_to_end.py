@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from cachetasks.cache import Cache
@@ -25,12 +26,17 @@ def _upload(folder: str) -> LinkedFile:
     return LinkedFile(parent_id=folder, location="ignored", source_type="knowledgebase")
 
 
-def test_ongoing_document_on_postgres_and_s3_is_cached_with_exact_bytes_and_ttl(
-    s3_env: dict[str, str], s3: Any, pg_engine: sa.Engine, pg_url: str, cache: Cache, processes: Start
+@pytest.mark.parametrize("database", ["mysql", "postgresql"])
+def test_ongoing_document_on_ragflows_database_and_s3_is_cached_with_exact_bytes_and_ttl(
+    database: str, s3_env: dict[str, str], s3: Any, cache: Cache, processes: Start, request: pytest.FixtureRequest
 ) -> None:
-    """A document that becomes ongoing is in Redis, byte for byte, with a TTL of about 720 s, within 3 s."""
+    """A document that becomes ongoing in RAGFlow's MySQL or PostgreSQL is in Redis, byte for byte, with a TTL
+    of about 720 s, within 3 s."""
     # Given a running beat and worker
-    start_service(processes({**s3_env, "CACHETASKS_DATABASE_URL": pg_url}), cache.client)
+    prefix = "pg" if database == "postgresql" else "mysql"
+    pg_engine: sa.Engine = request.getfixturevalue(f"{prefix}_engine")
+    url: str = request.getfixturevalue(f"{prefix}_url")
+    start_service(processes({**s3_env, "CACHETASKS_DATABASE_URL": url}), cache.client)
     kb = "kb" + uuid.uuid4().hex[:16]
     data = bytes(range(256)) * 1000 + b"\x00\xff"
     put_s3(s3, kb, "folder/a file é.pdf", data)
