@@ -213,7 +213,7 @@ def _validate_storage(settings: Settings) -> None:
     mysql = settings.storage == "opendal" and settings.opendal_scheme == "mysql"
     if mysql and "connection_string" not in dict(settings.opendal_options):
         raise ConfigError(
-            "CACHETASKS_OPENDAL_SCHEME=mysql needs CACHETASKS_OPENDAL_OPTIONS with a connection_string "
+            "CACHETASKS_STORAGE=opendal with the mysql scheme needs a connection_string in CACHETASKS_OPENDAL_OPTIONS "
             "(or CACHETASKS_RAGFLOW_CONF, which gives RAGFlow's)"
         )
     needs = [settings.storage] + (["crypto"] if settings.decrypts else [])

@@ -25,7 +25,7 @@ AZURITE = REPO / ".tools" / "azurite" / "node_modules" / ".bin" / "azurite-blob"
 # Azurite's well-known development account (public, documented by Microsoft): not a secret.
 AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
+MARIADB_HOST, MARIADB_PORT, MARIADB_USER = "127.0.0.1", 3306, "root"  # the machine's server, no password
 
 
 class Missing(RuntimeError):
@@ -132,14 +132,17 @@ class GcsEmulator:
 
 
 @contextlib.contextmanager
-def mariadb_database() -> Iterator[dict[str, str | int]]:
-    """A database of our own on the shared MariaDB server (RAGFlow's default: MySQL), dropped afterwards."""
+def mariadb_database() -> Iterator[str]:
+    """A database of our own on the shared MariaDB server (RAGFlow's default: MySQL), dropped afterwards;
+    yields its `mysql://` URL."""
     name = f"cachetasks_test_{uuid.uuid4().hex[:12]}"
-    admin = pymysql.connect(**MARIADB, connect_timeout=5, autocommit=True)  # type: ignore[arg-type]
+    admin = pymysql.connect(
+        host=MARIADB_HOST, port=MARIADB_PORT, user=MARIADB_USER, password="", connect_timeout=5, autocommit=True
+    )
     try:
         with admin.cursor() as cursor:
             cursor.execute(f"CREATE DATABASE `{name}`")
-        yield {**MARIADB, "database": name}
+        yield f"mysql://{MARIADB_USER}@{MARIADB_HOST}:{MARIADB_PORT}/{name}"
     finally:
         with admin.cursor() as cursor:
             cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")

@@ -24,16 +24,18 @@ from cachetasks.catalog import schema
 from cachetasks.settings import Settings
 from testbed.proxy import S3Proxy
 from testbed.servers import RedisServer, S3Server, postgres_database
+from testbed.storage_servers import AzuriteServer, GcsEmulator, Missing, mariadb_database
 
+RAGFLOW_VARIABLES = ("STORAGE_IMPL", "DB_TYPE")  # RAGFlow's own, read with CACHETASKS_RAGFLOW_CONF
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 @pytest.fixture(autouse=True)
 def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test sees the developer's own cachetasks, Celery or AWS settings."""
+    """No test sees the developer's own cachetasks, Celery, AWS or RAGFlow settings."""
     for name in list(os.environ):
-        if name.startswith(("CACHETASKS_", "CELERY_", "AWS_", "FLOWER_")):
+        if name.startswith(("CACHETASKS_", "CELERY_", "AWS_", "FLOWER_", "RAGFLOW_")) or name in RAGFLOW_VARIABLES:
             monkeypatch.delenv(name)
 
 
@@ -63,6 +65,52 @@ def pg_url() -> Iterator[str]:
         if IN_CI:
             raise
         pytest.skip(f"PostgreSQL is not reachable: {exc.orig}")
+
+
+def _missing(what: str, reason: object) -> None:
+    """A server that is not here: a skip on a laptop, a failure in CI."""
+    if IN_CI:
+        pytest.fail(f"{what}: {reason}")
+    pytest.skip(f"{what}: {reason}")
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteServer]:
+    """Azurite's Blob service, from the npm registry (scripts/ensure-services.sh azurite installs it)."""
+    try:
+        server = AzuriteServer(tmp_path_factory.mktemp("azurite")).start()
+    except Missing as exc:
+        _missing("Azurite", exc)
+    yield server
+    server.stop()
+
+
+GCS_BUCKET = "ragflow-gcs"
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsEmulator]:
+    """The GCS emulator, with RAGFlow's one bucket; google-cloud-storage finds it by STORAGE_EMULATOR_HOST."""
+    try:
+        server = GcsEmulator(tmp_path_factory.mktemp("gcs"), GCS_BUCKET).start()
+    except Missing as exc:
+        _missing("the GCS emulator", exc)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", server.url)
+        yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mariadb_url() -> Iterator[str]:
+    """A database of our own on the local MariaDB (RAGFlow's MySQL), as a `mysql://` URL."""
+    import pymysql
+
+    try:
+        with mariadb_database() as url:
+            yield url
+    except pymysql.err.OperationalError as exc:
+        _missing("MariaDB is not reachable", exc)
 
 
 # -- per-test state ----------------------------------------------------------------------------

@@ -52,7 +52,7 @@ def procfile(name: str = "Procfile") -> dict[str, str]:
 def settings_variables() -> set[str]:
     """Every variable name cachetasks/settings.py reads, taken from its source."""
     source = (ROOT / "cachetasks" / "settings.py").read_text()
-    return set(re.findall(r'"((?:CACHETASKS|CELERY|AWS)_[A-Z0-9_]+)"', source))
+    return set(re.findall(r'"((?:CACHETASKS|CELERY|AWS|RAGFLOW)_[A-Z0-9_]+)"', source))
 
 
 def interpolate(text: str, env: Mapping[str, str]) -> str:
