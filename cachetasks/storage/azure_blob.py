@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from azure.core import exceptions as aex
 from azure.storage.blob import ContainerClient
 
-from .azure_errors import TRANSPORT_ERRORS, translate
+from .azure_errors import TRANSPORT_ERRORS, translate, version_of
 from .base import Blob, check_address, rechunk
 
 if TYPE_CHECKING:
@@ -62,8 +62,15 @@ class AzureBlobStorage:
             except AZURE_ERRORS as exc:
                 raise translate(exc, ref) from None
 
-        etag = str(downloader.properties.etag or "").strip('"')
-        return Blob(downloader.size, chunks(), lambda: None, version=etag)
+        return Blob(downloader.size, chunks(), lambda: None, version=version_of(downloader.properties.etag))
+
+    def stat(self, bucket: str, location: str) -> str:
+        ref = check_address(bucket, location)
+        try:
+            properties = self.client.get_blob_client(blob_name(bucket, location)).get_blob_properties()
+        except AZURE_ERRORS as exc:
+            raise translate(exc, ref) from None
+        return version_of(properties.etag)
 
     def put(self, bucket: str, location: str, data: bytes) -> None:
         check_address(bucket, location)

@@ -16,7 +16,7 @@ from azure.storage.filedatalake import FileSystemClient
 
 from ..errors import FileMissing
 from .azure_blob import client_options
-from .azure_errors import TRANSPORT_ERRORS, translate
+from .azure_errors import TRANSPORT_ERRORS, translate, version_of
 from .base import Blob, check_address, rechunk
 
 if TYPE_CHECKING:
@@ -75,8 +75,15 @@ class AzureDataLakeStorage:
             except AZURE_ERRORS as exc:
                 raise translate(exc, ref) from None
 
-        etag = str(downloader.properties.etag or "").strip('"')
-        return Blob(downloader.size, chunks(), lambda: None, version=etag)
+        return Blob(downloader.size, chunks(), lambda: None, version=version_of(downloader.properties.etag))
+
+    def stat(self, bucket: str, location: str) -> str:
+        ref = check_address(bucket, location)
+        try:
+            properties = self.client.get_file_client(path_of(bucket, location)).get_file_properties()
+        except AZURE_ERRORS as exc:
+            raise translate(exc, ref) from None
+        return version_of(properties.etag)
 
     def put(self, bucket: str, location: str, data: bytes) -> None:
         """Create, append and flush, as RAGFlow's connector writes a file."""

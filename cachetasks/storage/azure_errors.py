@@ -1,4 +1,4 @@
-"""Azure Storage's errors, blob and data lake alike, as the project's."""
+"""Azure Storage's errors, blob and data lake alike, as the project's; and its ETags as versions."""
 
 from __future__ import annotations
 
@@ -30,3 +30,8 @@ def translate(exc: Exception, ref: FileRef | None = None) -> StorageError:
 
 def _code(exc: Exception) -> str:
     return str(getattr(exc, "error_code", None) or getattr(exc, "status_code", None) or type(exc).__name__)
+
+
+def version_of(etag: str | None) -> str:
+    """An object's version: its ETag without the quotes."""
+    return str(etag or "").strip('"')

@@ -47,6 +47,13 @@ class Storage(Protocol):
         """Write `data` where `open(bucket, location)` reads it: for demos, tests and benchmarks only."""
         ...
 
+    def stat(self, bucket: str, location: str) -> str:
+        """The version `open` would give the object (`Blob.version`), without reading it.
+
+        Raises what `open` raises: FileMissing, FileForbidden, InvalidAddress, StorageUnavailable.
+        """
+        ...
+
     def check(self) -> str:
         """Raise StorageError when storage cannot be reached; return a one-line description."""
         ...

@@ -90,6 +90,10 @@ class EncryptedStorage:
         padded = padder.update(data) + padder.finalize()
         return MAGIC + iv + encryptor.update(padded) + encryptor.finalize()
 
+    def stat(self, bucket: str, location: str) -> str:
+        """The stored object's version, as `open` gives it: decrypting changes the bytes, not the version."""
+        return self.inner.stat(bucket, location)
+
     def put(self, bucket: str, location: str, data: bytes) -> None:
         self.inner.put(bucket, location, self.encrypt(data))
 

@@ -65,7 +65,17 @@ class GcsStorage:
             except GCS_ERRORS as exc:
                 raise _translate(exc, ref) from None
 
-        return Blob(int(found.size or 0), chunks(), reader.close, version=str(found.etag or found.generation))
+        return Blob(int(found.size or 0), chunks(), reader.close, version=_version(found))
+
+    def stat(self, bucket: str, location: str) -> str:
+        ref = check_address(bucket, location)
+        try:
+            found = self.bucket.get_blob(object_name(bucket, location), timeout=self.timeout, retry=None)
+        except GCS_ERRORS as exc:
+            raise _translate(exc, ref) from None
+        if found is None:
+            raise FileMissing("no such object", ref)
+        return _version(found)
 
     def put(self, bucket: str, location: str, data: bytes) -> None:
         check_address(bucket, location)
@@ -85,6 +95,10 @@ class GcsStorage:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _version(blob: storage.Blob) -> str:
+    return str(blob.etag or blob.generation)
 
 
 def _translate(exc: Exception, ref: FileRef | None = None) -> StorageError:

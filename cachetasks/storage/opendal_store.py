@@ -79,6 +79,16 @@ class OpenDalStorage:
 
         return Blob(size, chunks(), reader.close, version=_version(meta, size))
 
+    def stat(self, bucket: str, location: str) -> str:
+        ref = check_address(bucket, location)
+        try:
+            meta = self.operator.stat(path_of(bucket, location))
+        except _ERRORS as exc:
+            raise _translate(exc, ref) from None
+        if meta.is_dir:
+            raise InvalidAddress("is a directory", ref)
+        return _version(meta, int(meta.content_length or 0))
+
     def put(self, bucket: str, location: str, data: bytes) -> None:
         check_address(bucket, location)
         self.operator.write(path_of(bucket, location), data)

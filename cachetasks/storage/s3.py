@@ -90,8 +90,20 @@ class S3Storage:
             except _STREAM_ERRORS as exc:
                 raise StorageUnavailable(f"read failed: {type(exc).__name__}", ref) from None
 
-        size = int(response.get("ContentLength") or 0)
-        return Blob(size, chunks(), body.close, version=str(response.get("ETag") or "").strip('"'))
+        return Blob(int(response.get("ContentLength") or 0), chunks(), body.close, version=_etag(response))
+
+    def stat(self, bucket: str, location: str) -> str:
+        ref = check_address(bucket, location)
+        real_bucket, key = self.address(bucket, location)
+        try:
+            response = self.client.head_object(Bucket=real_bucket, Key=key)
+        except bce.ClientError as exc:
+            raise _translate(exc, ref) from None
+        except bce.ParamValidationError as exc:
+            raise InvalidAddress(f"rejected by S3: {first_line(exc)}", ref) from None
+        except _STREAM_ERRORS as exc:
+            raise StorageUnavailable(f"{type(exc).__name__}: {first_line(exc)}", ref) from None
+        return _etag(response)
 
     def put(self, bucket: str, location: str, data: bytes) -> None:
         check_address(bucket, location)
@@ -119,6 +131,10 @@ class S3Storage:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _etag(response: dict[str, Any]) -> str:
+    return str(response.get("ETag") or "").strip('"')
 
 
 def _translate(exc: bce.ClientError, ref: FileRef | None = None) -> StorageError:

@@ -294,6 +294,25 @@ def test_a_blob_has_a_version_that_changes_when_the_object_is_replaced(backend: 
     assert second and second != first
 
 
+def test_stat_gives_the_version_open_gives_without_reading_the_object(backend: Backend) -> None:
+    """stat equals open's Blob.version, in at most one request and no open; it changes when the object is replaced."""
+    # Given
+    backend.put("kb1", "doc.pdf", b"first upload")
+    with backend.storage.open("kb1", "doc.pdf", chunk_size=CHUNK) as blob:
+        opened = blob.version
+    sent = backend.requests()
+    # When
+    first = backend.storage.stat("kb1", "doc.pdf")
+    cost = backend.requests() - sent
+    backend.put("kb1", "doc.pdf", b"second, corrected upload")
+    second = backend.storage.stat("kb1", "doc.pdf")
+    # Expect
+    assert first == opened and cost <= 1
+    assert second != first
+    with backend.storage.open("kb1", "doc.pdf", chunk_size=CHUNK) as blob:
+        assert blob.version == second
+
+
 def test_an_empty_file_has_size_zero_and_no_chunks(backend: Backend) -> None:
     """A 0-byte object opens fine and yields nothing, not an empty chunk."""
     # Given
@@ -322,14 +341,16 @@ def test_any_ordinary_name_can_be_read(backend: Backend, location: str) -> None:
 
 @pytest.mark.parametrize(("bucket", "location"), [("kb1", "missing.pdf"), ("kb-missing", "doc.pdf")])
 def test_a_missing_file_or_bucket_is_file_missing(backend: Backend, bucket: str, location: str) -> None:
-    """No such object, or no such bucket, is FileMissing: permanent, never retried."""
+    """No such object, or no such bucket, is FileMissing for open and stat: permanent, never retried."""
     # Given
     backend.put("kb1", "doc.pdf", b"here")
     # When
-    with pytest.raises(FileMissing) as caught:
+    with pytest.raises(FileMissing) as opening:
         backend.storage.open(bucket, location, chunk_size=CHUNK)
+    with pytest.raises(FileMissing) as statting:
+        backend.storage.stat(bucket, location)
     # Expect
-    assert caught.value.ref == FileRef(bucket, location)
+    assert opening.value.ref == statting.value.ref == FileRef(bucket, location)
 
 
 @pytest.mark.parametrize(
@@ -349,13 +370,15 @@ def test_a_missing_file_or_bucket_is_file_missing(backend: Backend, bucket: str,
     ids=repr,
 )
 def test_an_invalid_address_is_refused_before_any_read(backend: Backend, bucket: str, location: str) -> None:
-    """Traversal, absolute, NUL, empty or over-long addresses are InvalidAddress and reach no file or server."""
+    """Traversal, absolute, NUL, empty or over-long addresses are InvalidAddress (open, stat), sent to no server."""
     # Given a file where a careless backend would end up
     backend.put("kb2", "doc.pdf", b"secret")
     sent = backend.requests()
     # When
     with pytest.raises(InvalidAddress):
         backend.storage.open(bucket, location, chunk_size=CHUNK)
+    with pytest.raises(InvalidAddress):
+        backend.storage.stat(bucket, location)
     # Expect
     assert backend.requests() == sent
 
@@ -514,10 +537,12 @@ def test_a_symlink_loop_is_refused(root: Path) -> None:
 
 
 def test_a_directory_is_refused(root: Path) -> None:
-    """A location naming a folder is InvalidAddress, not an empty file or an OS error."""
+    """A location naming a folder is InvalidAddress for open and stat, not an empty file or an OS error."""
     (root / "kb1" / "folder.pdf").mkdir()
     with pytest.raises(InvalidAddress):
         LocalStorage(root).open("kb1", "folder.pdf", chunk_size=CHUNK)
+    with pytest.raises(InvalidAddress):
+        LocalStorage(root).stat("kb1", "folder.pdf")
 
 
 def test_open_closes_its_file_descriptor(root: Path) -> None:
