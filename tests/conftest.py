@@ -1,5 +1,5 @@
-"""Fixtures that bring the real servers: a private redis-server, moto's S3 server and a PostgreSQL
-database of our own. The worker and beat processes are `e2e/conftest.py`'s.
+"""Fixtures that bring the real servers: a private redis-server, moto's S3 server, a PostgreSQL
+database of our own, and the storage emulators. The worker and beat processes are `e2e/conftest.py`'s.
 
 Tiers, each with its own per-test timeout: `unit/` (no I/O), `adapters/` (real servers, no
 worker or beat: `make test-fast`), `e2e/` (worker and beat processes). A missing PostgreSQL
@@ -22,6 +22,7 @@ from cachetasks import catalog, storage
 from cachetasks.cache import Cache
 from cachetasks.catalog import schema
 from cachetasks.settings import Settings
+from testbed.datalake import DataLakeStub
 from testbed.proxy import S3Proxy
 from testbed.servers import RedisServer, S3Server, postgres_database
 from testbed.storage_servers import AzuriteServer, GcsEmulator, Missing, mariadb_database
@@ -99,6 +100,14 @@ def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsEmulat
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", server.url)
         yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def datalake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataLakeStub]:
+    """The HTTPS stand-in for Data Lake's DFS endpoint and Entra ID (no emulator offers them)."""
+    stub = DataLakeStub(tmp_path_factory.mktemp("datalake")).start()
+    yield stub
+    stub.stop()
 
 
 @pytest.fixture(scope="session")

@@ -31,18 +31,20 @@ AUTHORITIES = {
 }
 
 
-def make_client(settings: Settings, **transport: Any) -> FileSystemClient:
+def make_client(settings: Settings, *, authority: str | None = None, **transport: Any) -> FileSystemClient:
     """A file system client whose credential is the settings' service principal.
 
     `transport` goes to both the credential and the client (azure-core options such as
-    `connection_verify`); `authority` replaces the cloud's sign-in host.
+    `connection_verify`). `authority` replaces the cloud's sign-in host; such a host is used as
+    given, without asking Microsoft's instance discovery whether it knows it.
     """
-    authority = transport.pop("authority", AUTHORITIES[settings.azure_cloud])
     credential = ClientSecretCredential(
         tenant_id=str(settings.azure_tenant_id),
         client_id=str(settings.azure_client_id),
         client_secret=str(settings.azure_client_secret),
-        authority=authority,
+        authority=authority or AUTHORITIES[settings.azure_cloud],
+        disable_instance_discovery=authority is not None,
+        retry_total=1,  # one more attempt to sign in; the copy task's backoff does the rest
         **transport,
     )
     return FileSystemClient(

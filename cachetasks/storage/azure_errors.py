@@ -17,6 +17,8 @@ def translate(exc: Exception, ref: FileRef | None = None) -> StorageError:
     if isinstance(exc, aex.ResourceNotFoundError):
         return FileMissing(f"not found ({_code(exc)})", ref)
     if isinstance(exc, aex.ClientAuthenticationError):
+        if isinstance(exc.__cause__, TRANSPORT_ERRORS):  # signing in failed on the way, not by a refusal
+            return StorageUnavailable(f"cannot sign in: {type(exc.__cause__).__name__}", ref)
         return FileForbidden(f"refused by Azure ({_code(exc)})", ref)
     if isinstance(exc, aex.HttpResponseError):
         code = _code(exc)
@@ -29,7 +31,8 @@ def translate(exc: Exception, ref: FileRef | None = None) -> StorageError:
 
 
 def _code(exc: Exception) -> str:
-    return str(getattr(exc, "error_code", None) or getattr(exc, "status_code", None) or type(exc).__name__)
+    code = getattr(exc, "error_code", None) or getattr(exc, "status_code", None) or type(exc).__name__
+    return str(getattr(code, "value", code))  # StorageErrorCode.BLOB_NOT_FOUND is "BlobNotFound" on the wire
 
 
 def version_of(etag: str | None) -> str:

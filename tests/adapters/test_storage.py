@@ -1,6 +1,7 @@
 """The storage contract, run against every backend: a local folder, an S3 server in several of RAGFlow's
-layouts, Azurite (Azure Blob with a SAS token), the GCS emulator, OpenDAL over a folder and over MariaDB
-(RAGFlow's `mysql` scheme), RAGFlow's encryption over a folder, and the in-memory double."""
+layouts, Azurite (Azure Blob with a SAS token), Data Lake with a service principal against its HTTPS
+stand-in (no emulator exists), the GCS emulator, OpenDAL over a folder and over MariaDB (RAGFlow's
+`mysql` scheme), RAGFlow's encryption over a folder, and the in-memory double."""
 
 from __future__ import annotations
 
@@ -21,10 +22,11 @@ from azure.storage.blob import ContainerClient
 from cachetasks.errors import FileMissing, InvalidAddress, StorageError, StorageUnavailable
 from cachetasks.ref import FileRef
 from cachetasks.settings import Settings
-from cachetasks.storage import LocalStorage, MemoryStorage, Storage, azure_blob, gcs, opendal_store
+from cachetasks.storage import LocalStorage, MemoryStorage, Storage, azure_blob, azure_datalake, gcs, opendal_store
 from cachetasks.storage.encrypted import EncryptedStorage
 from cachetasks.storage.layouts import S3Layout
 from cachetasks.storage.s3 import S3Storage, make_client
+from testbed.datalake import CLIENT_ID, CLIENT_SECRET, TENANT_ID, DataLakeStub
 from testbed.proxy import Fault, S3Proxy
 from testbed.servers import S3Server, free_port
 from testbed.storage_servers import AzuriteServer, GcsEmulator
@@ -168,6 +170,37 @@ def azure_sas_backend(azurite: AzuriteServer) -> Iterator[Backend]:
     writer.close()
 
 
+def datalake_storage(datalake: DataLakeStub, file_system: str, **env: str) -> azure_datalake.AzureDataLakeStorage:
+    """The service's Data Lake backend for a file system of the stand-in, signing in at the stand-in."""
+    settings = Settings.from_env(
+        {
+            "CACHETASKS_STORAGE": "azure_spn",
+            "CACHETASKS_AZURE_ACCOUNT_URL": datalake.url,
+            "CACHETASKS_AZURE_CONTAINER_NAME": file_system,
+            "CACHETASKS_AZURE_TENANT_ID": TENANT_ID,
+            "CACHETASKS_AZURE_CLIENT_ID": CLIENT_ID,
+            "CACHETASKS_AZURE_CLIENT_SECRET": CLIENT_SECRET,
+            "CACHETASKS_CHUNK_BYTES": "4000",  # several ranged reads per file
+            **env,
+        }
+    )
+    client = azure_datalake.make_client(settings, authority=datalake.authority, connection_verify=datalake.ca_file)
+    return azure_datalake.AzureDataLakeStorage(client)
+
+
+@pytest.fixture
+def azure_spn_backend(datalake: DataLakeStub) -> Iterator[Backend]:
+    """A file system of the Data Lake stand-in, read with a service principal; paths `{bucket}/{location}`.
+
+    Files are placed through the backend's own `put` (create, append, flush, as RAGFlow's connector writes).
+    """
+    file_system = "fs" + uuid.uuid4().hex[:12]
+    datalake.create_file_system(file_system)
+    storage = datalake_storage(datalake, file_system)
+    yield Backend(storage, storage.put, lambda: datalake.storage_requests)
+    storage.close()
+
+
 @pytest.fixture
 def gcs_backend(gcs_emulator: GcsEmulator) -> Iterator[Backend]:
     """A bucket of the GCS emulator of this test's own; objects `{bucket}/{location}`."""
@@ -232,6 +265,7 @@ BACKENDS = [
     "s3_shared",
     "s3_aws_prefix",
     "azure_sas",
+    "azure_spn",
     "gcs",
     "opendal_fs",
     "opendal_mysql",
