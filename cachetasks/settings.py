@@ -154,7 +154,7 @@ class Settings:
             s3_endpoint_url=p.optional_url("CACHETASKS_S3_ENDPOINT_URL", schemes=("http", "https")),
             s3_layout=p.choice("CACHETASKS_S3_LAYOUT", cls.s3_layout, S3_LAYOUTS),
             s3_bucket=p.optional("CACHETASKS_S3_BUCKET"),
-            s3_prefix=p.text("CACHETASKS_S3_PREFIX", "").strip("/"),
+            s3_prefix=p.text("CACHETASKS_S3_PREFIX", ""),  # as written: RAGFlow joins it with "/" as it is
             s3_region=p.optional("CACHETASKS_S3_REGION") or p.optional("AWS_DEFAULT_REGION"),
             s3_addressing_style=_optional_choice(p, "CACHETASKS_S3_ADDRESSING_STYLE", ("path", "virtual", "auto")),
             s3_verify=p.boolean("CACHETASKS_S3_VERIFY", cls.s3_verify),

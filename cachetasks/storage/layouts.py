@@ -15,7 +15,21 @@ same file differently:
 MinIO's default-bucket decorator hands the original bucket on to the prefix decorator, which
 keeps it in the key; AWS S3's prefix decorator runs first, on the original bucket; OSS's
 prefix never carries the bucket. Where the bucket is dropped, two knowledge bases may share
-a key: that is RAGFlow's layout, and the cache reads what RAGFlow would read.
+a key: that is RAGFlow's layout, and the cache reads what RAGFlow would read. The prefix is
+joined as written, as RAGFlow's f-strings do: `ragflow/` makes keys `ragflow//kb/...`.
+
+Read from infiniflow/ragflow, where each connector class defines its own two decorators:
+- `rag/utils/s3_conn.py` at 57cc0aae5f1b35b4f4e70edca0f61199acb2b46b, the newest version there
+  is: `get` and `put` are `@use_prefix_path` above `@use_default_bucket`, and `remove_bucket` (with
+  `test/unit_test/rag/utils/test_s3_remove_bucket.py` at the same commit) states that with a
+  default bucket and no prefix_path the keys carry no bucket. An intermediate version,
+  010f3960dcf1a175da61988bb940ebe0be5f7805, had MinIO's order; the older
+  3b6f8e0266df83d09de6b1bf963e3aff56ff9a9e and the newest agree on the table above.
+- `rag/utils/minio_conn.py` at 010f3960dcf1a175da61988bb940ebe0be5f7805: `@use_default_bucket`
+  above `@use_prefix_path`, the original bucket passed on as `_orig_bucket`.
+- `rag/utils/oss_conn.py` at 02d10f8edae0bb70c92516d087070e24d456d3c9 and
+  d148d3287aa90db35d6fc9bbae0289f4b5efc809: `@use_prefix_path` above `@use_default_bucket`, the
+  prefix alone in front of the key.
 """
 
 from __future__ import annotations

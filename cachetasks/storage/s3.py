@@ -63,7 +63,7 @@ class S3Storage:
         self, client: Any, *, bucket: str | None = None, prefix: str = "", layout: S3Layout | None = None
     ) -> None:
         self.client = client
-        self.layout = layout or S3Layout("minio", bucket, prefix.strip("/"))
+        self.layout = layout or S3Layout("minio", bucket, prefix)
         self.bucket = self.layout.bucket
         self._made: set[str] = set()  # buckets `put` created or found
 

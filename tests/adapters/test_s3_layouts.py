@@ -30,8 +30,10 @@ CASES: dict[tuple[str, str | None, str], tuple[str, str]] = {
     ("oss", DEFAULT, ""): (DEFAULT, LOCATION),
     ("oss", None, PREFIX): (KB, f"{PREFIX}/{LOCATION}"),
     ("oss", DEFAULT, PREFIX): (DEFAULT, f"{PREFIX}/{LOCATION}"),
+    # A prefix is joined as written: a trailing slash doubles in the key, as in RAGFlow's f-strings.
+    ("aws_s3", DEFAULT, f"{PREFIX}/"): (DEFAULT, f"{PREFIX}//{KB}/{LOCATION}"),
 }
-IDS = [f"{c}-{'default' if d else 'no default'}-{'prefix' if p else 'no prefix'}" for c, d, p in CASES]
+IDS = [f"{c}-{'default' if d else 'no default'}-{'prefix ' + p if p else 'no prefix'}" for c, d, p in CASES]
 
 
 @pytest.mark.parametrize(("layout", "where"), CASES.items(), ids=IDS)

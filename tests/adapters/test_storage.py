@@ -33,7 +33,7 @@ from testbed.storage_servers import AzuriteServer, GcsEmulator
 
 AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret"}
 SHARED_BUCKET = "ragflow-shared"
-PREFIX = "/tenants/t1/"  # stripped of its slashes by S3Storage
+PREFIX = "tenants/t1"
 CHUNK = 1000
 # The table RAGFlow's OpenDAL connector creates for the `mysql` scheme (rag/utils/opendal_conn.py).
 RAGFLOW_OPENDAL_TABLE = """CREATE TABLE IF NOT EXISTS `{}` (
@@ -138,7 +138,7 @@ def memory_backend() -> Backend:
 def s3_aws_prefix_backend(s3: Any, service_client: tuple[Any, Callable[[], int]]) -> Backend:
     """AWS S3's layout with a prefix and no default bucket: bucket = kb_id, key `{prefix}/{kb_id}/{location}`."""
     client, requests = service_client
-    layout = S3Layout("aws_s3", None, PREFIX.strip("/"))
+    layout = S3Layout("aws_s3", None, PREFIX)
     return Backend(S3Storage(client, layout=layout), S3Storage(s3, layout=layout).put, requests)
 
 
@@ -287,7 +287,7 @@ def test_the_shared_layout_puts_the_logical_bucket_and_prefix_in_the_key(s3: Any
     s3_shared_backend.put("kb1", "dir/doc.pdf", b"here")
     # Expect
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=SHARED_BUCKET)["Contents"]]
-    assert keys == [f"{PREFIX.strip('/')}/kb1/dir/doc.pdf"]
+    assert keys == [f"{PREFIX}/kb1/dir/doc.pdf"]
 
 
 def read(storage: Storage, bucket: str, location: str, chunk_size: int = CHUNK) -> tuple[int, list[bytes]]:

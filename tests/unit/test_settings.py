@@ -29,7 +29,7 @@ PARSED: list[tuple[str, str, str, object, dict[str, str]]] = [
     ("CACHETASKS_LOCAL_ROOT", "/mnt/files", "local_root", Path("/mnt/files"), {}),
     ("CACHETASKS_S3_ENDPOINT_URL", "http://minio:9000", "s3_endpoint_url", "http://minio:9000", {}),
     ("CACHETASKS_S3_BUCKET", "ragflow", "s3_bucket", "ragflow", {}),
-    ("CACHETASKS_S3_PREFIX", "/tenant/a/", "s3_prefix", "tenant/a", {}),
+    ("CACHETASKS_S3_PREFIX", "tenant/a/", "s3_prefix", "tenant/a/", {}),
     ("CACHETASKS_S3_REGION", "eu-west-1", "s3_region", "eu-west-1", {"AWS_DEFAULT_REGION": "us-west-2"}),
     ("AWS_DEFAULT_REGION", "us-west-2", "s3_region", "us-west-2", {}),
     ("CACHETASKS_S3_CONNECT_TIMEOUT", "0.5", "s3_connect_timeout", 0.5, {}),
