@@ -116,7 +116,7 @@ def test_a_5xx_that_persists_is_storage_unavailable_after_one_quick_retry(
         storage.open("kb1", "doc.pdf", chunk_size=CHUNK)
     # Expect
     assert datalake.storage_requests - sent == 2
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 5  # the SDK alone would wait 15 to 21 s
 
 
 def test_a_single_5xx_is_absorbed_by_the_retry(datalake: DataLakeStub, storage: AzureDataLakeStorage) -> None:
