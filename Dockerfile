@@ -8,8 +8,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     CACHETASKS_DATA_DIR=/app/data
 
 WORKDIR /app
-COPY requirements.txt .
+COPY requirements.txt requirements-extras.txt ./
 RUN pip install -r requirements.txt
+# Every storage backend of RAGFlow (extras azure, gcs, opendal, crypto); `--build-arg EXTRAS=` leaves them out.
+ARG EXTRAS=requirements-extras.txt
+RUN if [ -n "$EXTRAS" ]; then pip install -r "$EXTRAS"; fi
 
 # The code belongs to root and is read-only for the service; only the data directory
 # (CACHETASKS_DATA_DIR) is writable.

@@ -5,6 +5,7 @@
 #   postgres  127.0.0.1:5432, answering pg_isready
 #   mariadb   127.0.0.1:3306 (RAGFlow's default database is MySQL), accepting connections
 #   chromium  /usr/bin/chromium, for the browser test of Flower (Debian's package, not Playwright's download)
+#   azurite   Azurite (Azure Storage's emulator) from the npm registry in .tools/azurite, for the Azure Blob tests
 set -euo pipefail
 
 [[ $# -gt 0 ]] || set -- redis
@@ -98,12 +99,29 @@ ensure_chromium() {
   apt_install chromium
 }
 
+AZURITE_VERSION=3.37.0
+ensure_azurite() {
+  local dir=.tools/azurite
+  if [[ -x $dir/node_modules/.bin/azurite-blob ]]; then echo "ensure-services: azurite is installed"; return 0; fi
+  if ! command -v npm >/dev/null; then
+    # Tests that need Azurite skip without it on a laptop and fail under CI.
+    echo "ensure-services: npm is not installed; the Azure Blob tests will not run (apt-get install npm)" >&2
+    if [[ ${CI:-} == true ]]; then return 1; fi
+    return 0
+  fi
+  echo "ensure-services: installing azurite@$AZURITE_VERSION with npm into $dir (git-ignored)"
+  mkdir -p "$dir"
+  (cd "$dir" && npm install --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION" >/dev/null)
+}
+
+cd "$(dirname "$0")/.."
 for service in "$@"; do
   case "$service" in
     redis) ensure_redis ;;
     postgres) ensure_postgres ;;
     mariadb) ensure_mariadb ;;
     chromium) ensure_chromium ;;
+    azurite) ensure_azurite ;;
     *) echo "ensure-services: unknown service $service" >&2; exit 2 ;;
   esac
 done

@@ -10,7 +10,7 @@ tier=all
 if [[ ${1:-} == fast || ${1:-} == all ]]; then tier=$1; shift; fi
 
 scripts/venv.sh requirements-dev.txt
-scripts/ensure-services.sh redis postgres mariadb
+scripts/ensure-services.sh redis postgres mariadb azurite
 
 eval "set -- ${PYTEST_ARGS:-} \"\$@\""
 if [[ $tier == fast ]]; then set -- tests/unit tests/adapters "$@"; fi

@@ -22,8 +22,8 @@ if ! .venv/bin/python -c '' 2>/dev/null; then
   "$python" -m venv .venv
 fi
 
-# requirements-dev.txt includes requirements.txt: either file changing means reinstalling.
-if [[ ! -e $stamp || $requirements -nt $stamp || requirements.txt -nt $stamp ]]; then
+# requirements-dev.txt includes requirements.txt and requirements-extras.txt: any of them changing means reinstalling.
+if [[ ! -e $stamp || $requirements -nt $stamp || requirements.txt -nt $stamp || requirements-extras.txt -nt $stamp ]]; then
   echo "venv.sh: installing $requirements into .venv"
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$requirements"
   touch "$stamp"

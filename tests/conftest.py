@@ -1,5 +1,5 @@
-"""Fixtures that bring the real servers: a private redis-server, moto's S3 server and a PostgreSQL
-database of our own. The worker and beat processes are `e2e/conftest.py`'s.
+"""Fixtures that bring the real servers: a private redis-server, moto's S3 server, a PostgreSQL
+database of our own, and the storage emulators. The worker and beat processes are `e2e/conftest.py`'s.
 
 Tiers, each with its own per-test timeout: `unit/` (no I/O), `adapters/` (real servers, no
 worker or beat: `make test-fast`), `e2e/` (worker and beat processes). A missing PostgreSQL
@@ -22,18 +22,21 @@ from cachetasks import catalog, storage
 from cachetasks.cache import Cache
 from cachetasks.catalog import schema
 from cachetasks.settings import Settings
+from testbed.datalake import DataLakeStub
 from testbed.proxy import S3Proxy
 from testbed.servers import RedisServer, S3Server, mysql_database, postgres_database
+from testbed.storage_servers import AzuriteServer, GcsEmulator, Missing
 
+RAGFLOW_VARIABLES = ("STORAGE_IMPL", "DB_TYPE")  # RAGFlow's own, read with CACHETASKS_RAGFLOW_CONF
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 @pytest.fixture(autouse=True)
 def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test sees the developer's own cachetasks, Celery or AWS settings."""
+    """No test sees the developer's own cachetasks, Celery, AWS or RAGFlow settings."""
     for name in list(os.environ):
-        if name.startswith(("CACHETASKS_", "CELERY_", "AWS_", "FLOWER_")):
+        if name.startswith(("CACHETASKS_", "CELERY_", "AWS_", "FLOWER_", "RAGFLOW_")) or name in RAGFLOW_VARIABLES:
             monkeypatch.delenv(name)
 
 
@@ -63,6 +66,54 @@ def pg_url() -> Iterator[str]:
         if IN_CI:
             raise
         pytest.skip(f"PostgreSQL is not reachable: {exc.orig}")
+
+
+def _missing(what: str, reason: object) -> None:
+    """A server that is not here: a skip on a laptop, a failure in CI."""
+    if IN_CI:
+        pytest.fail(f"{what}: {reason}")
+    pytest.skip(f"{what}: {reason}")
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteServer]:
+    """Azurite's Blob service, from the npm registry (scripts/ensure-services.sh azurite installs it)."""
+    try:
+        server = AzuriteServer(tmp_path_factory.mktemp("azurite")).start()
+    except Missing as exc:
+        _missing("Azurite", exc)
+    yield server
+    server.stop()
+
+
+GCS_BUCKET = "ragflow-gcs"
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsEmulator]:
+    """The GCS emulator, with RAGFlow's one bucket; google-cloud-storage finds it by STORAGE_EMULATOR_HOST."""
+    try:
+        server = GcsEmulator(tmp_path_factory.mktemp("gcs"), GCS_BUCKET).start()
+    except Missing as exc:
+        _missing("the GCS emulator", exc)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", server.url)
+        yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def datalake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataLakeStub]:
+    """The HTTPS stand-in for Data Lake's DFS endpoint and Entra ID (no emulator offers them)."""
+    stub = DataLakeStub(tmp_path_factory.mktemp("datalake")).start()
+    yield stub
+    stub.stop()
+
+
+@pytest.fixture(scope="session")
+def mariadb_url(mysql_url: str) -> str:
+    """Our MySQL/MariaDB database as a plain `mysql://user@host:port/db` URL, as OpenDAL's mysql scheme takes it."""
+    return sa.make_url(mysql_url).set(drivername="mysql", query={}).render_as_string(hide_password=False)
 
 
 # -- per-test state ----------------------------------------------------------------------------

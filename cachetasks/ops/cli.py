@@ -63,12 +63,16 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    checks = health.check_all(_settings())
+    settings = _settings()
+    checks = health.check_all(settings)
     if args.json:
         print(json.dumps([c.__dict__ for c in checks], indent=2))
     else:
         for c in checks:
             print(f"{c.name:<9} {'OK    ' if c.ok else 'FAILED'} {c.detail}")
+        print("\nsettings set, and where from (secrets masked; the rest are defaults):")
+        for source in settings.sources:
+            print(f"  {source.variable}={source.shown}  [{source.origin}]")
     return 0 if all(c.ok for c in checks) else 1
 
 

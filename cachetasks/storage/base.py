@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Protocol
 
@@ -13,6 +13,8 @@ from ..ref import FileRef, address_problem
 class Blob:
     """An open object: its size, its version, and a stream of its bytes. Close it (or use `with`).
 
+    `size` is the number of bytes the stream yields; a blob that decrypts announces an upper
+    bound, at most 15 bytes over (the padding is known only at the end of the stream).
     `version` tells one content of the object from another without reading it: the ETag where
     storage gives one, else size and modification time; empty when storage knows neither.
     """
@@ -36,7 +38,8 @@ class Blob:
 
 
 class Storage(Protocol):
-    """Where the files live. Errors are the project's: FileMissing, InvalidAddress, StorageUnavailable."""
+    """Where the files live. Errors are the project's: FileMissing, FileForbidden, InvalidAddress,
+    StorageUnavailable."""
 
     def open(self, bucket: str, location: str, *, chunk_size: int) -> Blob: ...
 
@@ -45,7 +48,10 @@ class Storage(Protocol):
         ...
 
     def stat(self, bucket: str, location: str) -> str:
-        """The version `open` would give the object (`Blob.version`), without reading it."""
+        """The version `open` would give the object (`Blob.version`), without reading it.
+
+        Raises what `open` raises: FileMissing, FileForbidden, InvalidAddress, StorageUnavailable.
+        """
         ...
 
     def check(self) -> str:
@@ -73,3 +79,16 @@ def check_address(bucket: str, location: str) -> FileRef:
     if problem:
         raise InvalidAddress(problem, ref)
     return ref
+
+
+def rechunk(blocks: Iterable[bytes], chunk_size: int) -> Iterator[bytes]:
+    """The bytes of `blocks` in chunks of exactly `chunk_size` (the last one shorter), holding at most
+    one chunk and one block: client libraries read in sizes of their own."""
+    pending = bytearray()
+    for block in blocks:
+        pending += block
+        while len(pending) >= chunk_size:
+            yield bytes(pending[:chunk_size])
+            del pending[:chunk_size]
+    if pending:
+        yield bytes(pending)

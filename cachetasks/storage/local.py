@@ -59,14 +59,22 @@ class LocalStorage:
             if _version(os.fstat(handle.fileno())) != version:
                 raise StorageUnavailable("changed while it was read", ref)
 
-        return Blob(info.st_size, chunks(), handle.close, version=version)
+        return Blob(info.st_size, chunks(), handle.close, version=_version(info))
 
     def stat(self, bucket: str, location: str) -> str:
         path = self.path_of(bucket, location)
+        ref = FileRef(bucket, location)
         try:
-            return _version(path.stat())
+            info = os.stat(path, follow_symlinks=False)
         except FileNotFoundError:
-            raise FileMissing("no such file", FileRef(bucket, location)) from None
+            raise FileMissing("no such file", ref) from None
+        except OSError as exc:
+            raise StorageUnavailable(f"{type(exc).__name__}: {exc.strerror}", ref) from None
+        if stat.S_ISLNK(info.st_mode):  # swapped in since the path was resolved, as `open` refuses it
+            raise InvalidAddress("is a symlink", ref)
+        if not stat.S_ISREG(info.st_mode):
+            raise InvalidAddress("is not a regular file", ref)
+        return _version(info)
 
     def put(self, bucket: str, location: str, data: bytes) -> None:
         ref = check_address(bucket, location)
@@ -86,4 +94,5 @@ class LocalStorage:
 
 
 def _version(info: os.stat_result) -> str:
+    """Size and modification time: what tells one content of a file from another without reading it."""
     return f"{info.st_size}-{info.st_mtime_ns}"

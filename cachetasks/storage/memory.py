@@ -33,8 +33,10 @@ class MemoryStorage:
         return Blob(len(data), chunks, lambda: None, version=_version(data))
 
     def stat(self, bucket: str, location: str) -> str:
+        """The version of the file, without counting an open."""
         ref = check_address(bucket, location)
-        data = self.files.get(ref)
+        with self._lock:
+            data = self.files.get(ref)
         if data is None:
             raise FileMissing("no such file", ref)
         return _version(data)

@@ -1,14 +1,15 @@
-"""S3-compatible object storage through boto3 (MinIO, AWS S3, ...).
+"""S3-compatible object storage through boto3 (MinIO, AWS S3, Aliyun OSS, ...).
 
-Bucket-per-pair layout by default (RAGFlow's MinIO layout: bucket = kb_id or folder id,
-object key = location). With a fixed bucket, objects sit at `[prefix/]{bucket}/{location}`.
+Files are where RAGFlow's connector for that storage puts them (`layouts.py`): by default
+MinIO's, bucket = kb_id or folder id and object key = location, or with a fixed bucket
+`[prefix/]{bucket}/{location}`.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import boto3
 import botocore.config
@@ -18,10 +19,12 @@ import urllib3.exceptions
 from ..errors import FileMissing, InvalidAddress, StorageError, StorageUnavailable, first_line
 from ..ref import FileRef
 from .base import Blob, check_address
+from .layouts import S3Layout
 
 if TYPE_CHECKING:
     from ..settings import Settings
 
+AddressingStyle = Literal["auto", "virtual", "path"]
 MISSING_CODES = {"NoSuchKey", "NoSuchBucket", "404", "NotFound"}
 INVALID_CODES = {"InvalidBucketName", "KeyTooLongError", "InvalidArgument", "InvalidObjectName"}
 _STREAM_ERRORS = (bce.BotoCoreError, urllib3.exceptions.HTTPError, OSError)
@@ -29,31 +32,44 @@ _STREAM_ERRORS = (bce.BotoCoreError, urllib3.exceptions.HTTPError, OSError)
 
 def make_client(settings: Settings) -> Any:
     """One client per process: boto3 clients are thread-safe, sessions are not fork-safe."""
+    style = cast(AddressingStyle | None, settings.s3_addressing_style or ("path" if settings.s3_endpoint_url else None))
     config = botocore.config.Config(
         connect_timeout=settings.s3_connect_timeout,
         read_timeout=settings.s3_read_timeout,
         retries={"max_attempts": 2, "mode": "standard"},
         max_pool_connections=settings.concurrency + 4,
-        s3={"addressing_style": "path"} if settings.s3_endpoint_url else None,
+        s3={"addressing_style": style} if style else None,
     )
     session = boto3.session.Session()
     return session.client(
-        "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region or "us-east-1", config=config
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        region_name=settings.s3_region or "us-east-1",
+        config=config,
+        verify=settings.s3_verify,
+        # Keys given in the settings (RAGFlow's, or the AWS_* variables); None: boto3 finds its own.
+        aws_access_key_id=settings.s3_access_key_id,
+        aws_secret_access_key=settings.s3_secret_access_key,
+        aws_session_token=settings.s3_session_token,
     )
 
 
+def layout_of(settings: Settings) -> S3Layout:
+    return S3Layout(settings.s3_layout, settings.s3_bucket, settings.s3_prefix)
+
+
 class S3Storage:
-    def __init__(self, client: Any, *, bucket: str | None = None, prefix: str = "") -> None:
+    def __init__(
+        self, client: Any, *, bucket: str | None = None, prefix: str = "", layout: S3Layout | None = None
+    ) -> None:
         self.client = client
-        self.bucket = bucket
-        self.prefix = prefix.strip("/")
+        self.layout = layout or S3Layout("minio", bucket, prefix)
+        self.bucket = self.layout.bucket
         self._made: set[str] = set()  # buckets `put` created or found
 
     def address(self, bucket: str, location: str) -> tuple[str, str]:
         """The real (bucket, object key) of a file."""
-        if self.bucket is None:
-            return bucket, location
-        return self.bucket, "/".join(p for p in (self.prefix, bucket, location) if p)
+        return self.layout.address(bucket, location)
 
     def open(self, bucket: str, location: str, *, chunk_size: int) -> Blob:
         ref = check_address(bucket, location)
@@ -111,8 +127,7 @@ class S3Storage:
             raise error from None
         except _STREAM_ERRORS as exc:
             raise StorageUnavailable(f"{type(exc).__name__}: {first_line(exc)}") from None
-        where = self.client.meta.endpoint_url
-        return f"S3 at {where}" + (f", bucket {self.bucket}" if self.bucket else "")
+        return f"S3 at {self.client.meta.endpoint_url}, {self.layout.describe()}"
 
     def close(self) -> None:
         self.client.close()

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import redis
 import sqlalchemy as sa
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from cachetasks import catalog
 from cachetasks.cache import Cache, SkipReason
@@ -243,8 +245,9 @@ def test_a_failing_database_is_a_catalog_error_and_leaves_no_lock(cache: Cache, 
 
 def test_an_unreachable_redis_is_cache_unavailable(sqlite_engine: sa.Engine) -> None:
     """Redis refusing connections is CacheUnavailable, not a raw redis-py error."""
+    client = redis.Redis(port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))  # fails at once
     with pytest.raises(CacheUnavailable):
-        run(sqlite_engine, Cache(redis.Redis(port=free_port(), socket_connect_timeout=0.5)), Queue())
+        run(sqlite_engine, Cache(client), Queue())
 
 
 def test_a_collect_that_outlasts_its_lock_keeps_it_and_a_concurrent_collect_skips(

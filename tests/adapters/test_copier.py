@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from cachetasks.cache import Cache, FileState, SkipReason
 from cachetasks.cache.keys import inflight_key, room_key, skip_key
@@ -266,7 +268,7 @@ def test_storage_that_fails_for_now_raises_a_transient_error_and_the_copy_keeps_
 
 def test_an_unreachable_redis_is_cache_unavailable(storage: MemoryStorage) -> None:
     """Redis refusing connections is CacheUnavailable, a Transient error, not a raw redis-py error."""
-    client = redis.Redis(port=free_port(), socket_connect_timeout=0.5)
+    client = redis.Redis(port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))  # fails at once
     storage.put(*DOC, b"x")
     with pytest.raises(CacheUnavailable):
         copy(Cache(client), storage)

@@ -290,8 +290,9 @@ def test_check_reports_every_dependency_ok_and_exits_0_when_all_answer(
     code, checks = checks_by_name(settings)
     # Expect one OK line per dependency, and the same in JSON
     assert done.returncode == 0, done.stdout + done.stderr
-    lines = done.stdout.splitlines()
-    assert [line.split()[:2] for line in lines] == [[name, "OK"] for name in DEPENDENCIES]
+    lines, _, sources = done.stdout.partition("\n\n")
+    assert [line.split()[:2] for line in lines.splitlines()] == [[name, "OK"] for name in DEPENDENCIES]
+    assert f"CACHETASKS_DATA_DIR={env['CACHETASKS_DATA_DIR']}  [environment]" in sources
     assert code == 0
     assert {name: c["ok"] for name, c in checks.items()} == dict.fromkeys(
         ("broker", "cache", "database", "storage"), True

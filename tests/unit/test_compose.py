@@ -25,8 +25,12 @@ CELERY_SERVICES = ("worker", "collector", "beat", "flower")
 DEPLOYMENT_OPTIONS = ("--address", "--port", "--basic-auth")
 REQUIRED_SECRETS = {"FLOWER_BASIC_AUTH", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "POSTGRES_PASSWORD"}
 GIVEN_SECRETS = dict.fromkeys(REQUIRED_SECRETS, "secret")
-# compose's forms: $$, ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}
-REFERENCE = re.compile(r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
+# compose's forms: $$, ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error},
+# ${NAME:+alternative}, ${NAME+alternative}; a default or an alternative may hold references itself.
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+OPERATORS = (":-", ":?", ":+", "-", "?", "+")
+# What the service reads besides settings.py: RAGFlow's own selectors, read with RAGFlow's file.
+RAGFLOW_SELECTORS = set(re.findall(r'env\.get\("([A-Z_]+)"\)', (ROOT / "cachetasks" / "ragflow_conf.py").read_text()))
 
 
 class MissingVariable(Exception):
@@ -52,31 +56,82 @@ def procfile(name: str = "Procfile") -> dict[str, str]:
 def settings_variables() -> set[str]:
     """Every variable name cachetasks/settings.py reads, taken from its source."""
     source = (ROOT / "cachetasks" / "settings.py").read_text()
-    return set(re.findall(r'"((?:CACHETASKS|CELERY|AWS)_[A-Z0-9_]+)"', source))
+    return set(re.findall(r'"((?:CACHETASKS|CELERY|AWS|RAGFLOW)_[A-Z0-9_]+)"', source))
+
+
+def parse(text: str) -> list[str | tuple[str, str, list[Any]]]:
+    """`text` as literal pieces and references (name, operator, argument parsed the same way)."""
+    pieces, _ = _parse(text, 0, nested=False)
+    return pieces
+
+
+def _parse(text: str, i: int, *, nested: bool) -> tuple[list[str | tuple[str, str, list[Any]]], int]:
+    pieces: list[str | tuple[str, str, list[Any]]] = []
+    while i < len(text):
+        if nested and text[i] == "}":
+            return pieces, i
+        if text.startswith("$$", i):
+            pieces.append("$")
+            i += 2
+        elif text.startswith("${", i):
+            name = NAME.match(text, i + 2)
+            assert name, f"a reference without a name at {text[i:]!r}"
+            i = name.end()
+            op = next((o for o in OPERATORS if text.startswith(o, i)), "")
+            argument, i = _parse(text, i + len(op), nested=True) if op else ([], i)
+            assert text[i] == "}", f"an unclosed reference in {text!r}"
+            pieces.append((name[0], op, argument))
+            i += 1
+        else:
+            pieces.append(text[i])
+            i += 1
+    assert not nested, f"an unclosed reference in {text!r}"
+    return pieces, i
 
 
 def interpolate(text: str, env: Mapping[str, str]) -> str:
     """Expand `text` as docker compose does with the variables in `env`."""
+    return _expand(parse(text), env)
 
-    def expand(match: re.Match[str]) -> str:
-        if match[0] == "$$":
-            return "$"
-        name, op, arg = match["name"], match["op"], match["arg"] or ""
+
+def _expand(pieces: list[str | tuple[str, str, list[Any]]], env: Mapping[str, str]) -> str:
+    out = []
+    for piece in pieces:
+        if isinstance(piece, str):
+            out.append(piece)
+            continue
+        name, op, argument = piece
         value = env.get(name)
-        missing = value is None or (op is not None and op.startswith(":") and value == "")
+        missing = value is None or (op.startswith(":") and value == "")
         if op in ("-", ":-"):
-            return arg if missing else str(value)
-        if op in ("?", ":?"):
+            out.append(_expand(argument, env) if missing else str(value))
+        elif op in ("?", ":?"):
             if missing:
-                raise MissingVariable(f"{name}: {arg}")
-            return str(value)
-        return value or ""
+                raise MissingVariable(f"{name}: {_expand(argument, env)}")
+            out.append(str(value))
+        elif op in ("+", ":+"):
+            out.append("" if missing else _expand(argument, env))
+        else:
+            out.append(value or "")
+    return "".join(out)
 
-    return REFERENCE.sub(expand, text)
+
+def references(text: str) -> list[tuple[str, str]]:
+    """Every reference in `text`, nested ones too, as (name, operator)."""
+    found: list[tuple[str, str]] = []
+
+    def walk(pieces: list[str | tuple[str, str, list[Any]]]) -> None:
+        for piece in pieces:
+            if not isinstance(piece, str):
+                found.append((piece[0], piece[1]))
+                walk(piece[2])
+
+    walk(parse(text))
+    return found
 
 
 def required_variables(text: str) -> set[str]:
-    return {m["name"] for m in REFERENCE.finditer(text) if m["op"] in ("?", ":?")}
+    return {name for name, op in references(text) if op in ("?", ":?")}
 
 
 def command(service: dict[str, Any], key: str = "command") -> list[str]:
@@ -184,6 +239,23 @@ def test_compose_names_only_variables_the_settings_read() -> None:
     assert named - known == set()
 
 
+def test_the_app_environment_names_only_what_the_service_reads() -> None:
+    """Every variable compose gives the cachetasks processes is read by settings.py or by ragflow_conf.py."""
+    # Expect
+    assert set(app_environment()) - settings_variables() - RAGFLOW_SELECTORS == set()
+
+
+def test_env_example_names_only_variables_the_service_or_compose_reads() -> None:
+    """Each NAME= line of .env.example is a setting, one of RAGFlow's selectors, or a variable compose refers to."""
+    # Given
+    example = (ROOT / ".env.example").read_text()
+    compose_names = {name for name, _ in references((ROOT / "docker-compose.yml").read_text())}
+    # When
+    named = set(re.findall(r"^(?:# )?([A-Z][A-Z0-9_]*)=", example, re.MULTILINE))
+    # Expect
+    assert named - settings_variables() - RAGFLOW_SELECTORS - compose_names == set()
+
+
 def test_compose_app_environment_passes_settings_validation_with_s3() -> None:
     """With its required secrets given, the app environment parses into S3 settings for MinIO and PostgreSQL."""
     env = {name: interpolate(str(value), GIVEN_SECRETS) for name, value in app_environment().items()}
@@ -194,6 +266,69 @@ def test_compose_app_environment_passes_settings_validation_with_s3() -> None:
     assert parsed.database_url.startswith("postgresql://")
     assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == ("secret", "secret")
     assert parsed.broker_url != parsed.redis_url
+    assert parsed.ragflow_conf is None
+
+
+RAGFLOW_CONF = """
+mysql:
+  name: rag_flow
+  user: root
+  password: infini_rag_flow
+  host: mysql
+  port: 3306
+minio:
+  user: rag_flow
+  password: infini_rag_flow
+  host: minio.ragflow:9000
+redis:
+  db: 1
+  password: infini_rag_flow
+  host: redis.ragflow:6379
+"""
+# What .env empties so that RAGFlow's file gives it instead of compose's own servers.
+LEFT_TO_RAGFLOW = (
+    "CELERY_BROKER_URL",
+    "CACHETASKS_REDIS_URL",
+    "CACHETASKS_DATABASE_URL",
+    "CACHETASKS_STORAGE",
+    "CACHETASKS_S3_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+)
+
+
+def test_beside_ragflow_the_mounted_file_gives_what_env_leaves_empty(tmp_path: Path) -> None:
+    """RAGFLOW_SERVICE_CONF is mounted where CACHETASKS_RAGFLOW_CONF points; emptied servers come from that file."""
+    # Given RAGFlow's file on the host, named in .env, and compose's own servers emptied there
+    conf = tmp_path / "service_conf.yaml"
+    conf.write_text(RAGFLOW_CONF)
+    dotenv = {**GIVEN_SECRETS, "RAGFLOW_SERVICE_CONF": str(conf), **dict.fromkeys(LEFT_TO_RAGFLOW, "")}
+    env = {name: interpolate(str(value), dotenv) for name, value in app_environment().items()}
+    host, target, mode = interpolate(services()["worker"]["volumes"][0], dotenv).split(":")
+    # When the container reads the file where it is mounted
+    parsed = Settings.from_env({**env, "CACHETASKS_RAGFLOW_CONF": str(conf)})
+    # Expect
+    assert (host, target, mode) == (str(conf), env["CACHETASKS_RAGFLOW_CONF"], "ro")
+    assert parsed.database_url == "mysql+pymysql://root:infini_rag_flow@mysql:3306/rag_flow"
+    assert (parsed.broker_url, parsed.redis_url) == (
+        "redis://:infini_rag_flow@redis.ragflow:6379/0",
+        "redis://:infini_rag_flow@redis.ragflow:6379/1",
+    )
+    assert (parsed.storage, parsed.s3_endpoint_url, parsed.s3_access_key_id) == (
+        "s3",
+        "http://minio.ragflow:9000",
+        "rag_flow",
+    )
+    assert {s.variable for s in parsed.sources if s.origin.startswith("RAGFlow")} >= set(LEFT_TO_RAGFLOW)
+
+
+def test_without_ragflows_file_nothing_is_mounted_and_no_file_is_read() -> None:
+    """Unset RAGFLOW_SERVICE_CONF mounts /dev/null and leaves CACHETASKS_RAGFLOW_CONF empty: no file is read."""
+    # When
+    volume = interpolate(services()["worker"]["volumes"][0], GIVEN_SECRETS)
+    conf = interpolate(app_environment()["CACHETASKS_RAGFLOW_CONF"], GIVEN_SECRETS)
+    # Expect
+    assert volume.startswith("/dev/null:") and conf == ""
 
 
 def test_compose_refuses_to_start_without_s3_credentials() -> None:
