@@ -113,7 +113,7 @@ def main() -> None:
                     _timed(lambda: res.addresses.ongoing(res.engine, window_seconds=settings.ongoing_window))
                     for _ in range(args.runs)
                 ]
-                refs = catalog.ongoing(res.engine, window_seconds=settings.ongoing_window)
+                refs = catalog.ongoing(res.engine, window_seconds=settings.ongoing_window).refs
                 scan = [
                     _timed(lambda r=refs: res.cache.scan(r, inflight_ttl=settings.inflight_ttl, ttl=settings.ttl))
                     for _ in range(args.runs)
