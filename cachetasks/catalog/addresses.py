@@ -12,9 +12,9 @@ from ..ref import FileRef
 from . import schema
 from .queries import addresses_query, changed_documents_query, ongoing_documents_query, run
 
-# Rows committed a little after their update_time was taken are still seen: each look for
-# changes reaches back this far before the newest change already seen.
-CHANGES_OVERLAP_MS = 5000
+# Rows committed a little after their update_time was taken are still seen: the look after the
+# newest change moved reaches back this far before it, once.
+CHANGES_OVERLAP_MS = 2000
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,8 @@ class AddressBook:
     def __init__(self) -> None:
         self._known: dict[str, tuple[int, tuple[FileRef, ...]]] = {}  # document -> (created ms, addresses)
         self._as_of: dict[str, int] = {}  # document -> the newest change of its rows its addresses reflect
-        self._changes_since: int | None = None  # update_time (ms) from which to look for changes
+        self._newest: int | None = None  # the newest update_time (ms) seen
+        self._floor = 0  # the next look reads rows whose update_time is at least this
         self._previous: dict[FileRef, str] = {}
 
     def ongoing(self, engine: sa.Engine, *, window_seconds: int, now: float | None = None) -> Ongoing:
@@ -76,15 +77,19 @@ class AddressBook:
 
     def _changed(self, engine: sa.Engine) -> tuple[int, dict[str, int]]:
         """Since when this look saw changes (update_time, ms), and the newest change of each document
-        whose rows changed since then. The first look starts from the newest change in the tables."""
-        if self._changes_since is None:
-            self._changes_since = _newest_update(engine)
-        floor = self._changes_since - CHANGES_OVERLAP_MS
+        whose rows changed since then. The first look starts just before the newest change in the tables."""
+        if self._newest is None:
+            self._newest = _newest_update(engine)
+            self._floor = self._newest - CHANGES_OVERLAP_MS
+        floor = self._floor
         changed: dict[str, int] = {}
         for doc, ms in run(engine, changed_documents_query(floor), {}, width=2):
             if doc is not None:
                 changed[str(doc)] = max(changed.get(str(doc), 0), int(ms or 0))
-        self._changes_since = max([self._changes_since, *changed.values()])
+        newest = max(changed.values(), default=self._newest)
+        # Each row is read twice at most: once new, once more by the look after, for late commits.
+        self._floor = newest - CHANGES_OVERLAP_MS if newest > self._newest else self._newest + 1
+        self._newest = max(newest, self._newest)
         return floor, changed
 
 
