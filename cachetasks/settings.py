@@ -6,7 +6,7 @@ import dataclasses
 import importlib.util
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .errors import ConfigError
 
@@ -76,7 +76,7 @@ class Settings:
         """Read every setting from `env`, falling back to defaults; raise ConfigError on nonsense."""
         p = _Reader(env)
         settings = cls(
-            broker_url=p.url("CELERY_BROKER_URL", cls.broker_url, schemes=("redis", "rediss")),
+            broker_url=p.broker_url("CELERY_BROKER_URL", cls.broker_url),
             redis_url=p.url("CACHETASKS_REDIS_URL", cls.redis_url, schemes=("redis", "rediss", "unix")),
             data_dir=Path(p.text("CACHETASKS_DATA_DIR", str(cls.data_dir))),
             database_url=p.database_url("CACHETASKS_DATABASE_URL"),
@@ -175,6 +175,15 @@ class _Reader:
     def url(self, name: str, default: str, *, schemes: tuple[str, ...]) -> str:
         return self.optional_url(name, schemes=schemes) or default
 
+    def broker_url(self, name: str, default: str) -> str:
+        url = self.url(name, default, schemes=("redis", "rediss"))
+        if any(key.lower() == "password" for key, _ in parse_qsl(urlsplit(url).query)):
+            # kombu fails on it at start, with a traceback rather than a reason.
+            raise ConfigError(
+                f"{name}: give the password in the URL's user part (redis://:PASSWORD@host), not as ?password="
+            )
+        return url
+
     def optional_url(self, name: str, *, schemes: tuple[str, ...]) -> str | None:
         raw = self.optional(name)
         if raw is None:
@@ -201,15 +210,28 @@ def canonical_backend(name: str) -> str:
     return "postgresql" if name == "postgres" else name
 
 
+# A query parameter whose name holds one of these carries a credential (redis-py and libpq take `password`,
+# libpq `sslpassword`): its value is never shown.
+SECRET_PARAMETERS = ("password", "passwd", "secret", "token")
+
+
+def masked_url(url: str) -> str:
+    """`url` with the password of its user part and the value of every credential parameter replaced by ***."""
+    base, question, query = url.partition("?")
+    parts = urlsplit(base)
+    if parts.password is not None:
+        base = parts._replace(netloc=f"{parts.username or ''}:***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
+    pairs = (pair.partition("=") for pair in query.split("&"))
+    shown = (
+        name + eq + ("***" if eq and any(word in unquote(name).lower() for word in SECRET_PARAMETERS) else value)
+        for name, eq, value in pairs
+    )
+    return base + question + "&".join(shown)
+
+
 def _masked(value: object) -> object:
-    """A URL with its password replaced by ***; anything else as it is."""
-    if not isinstance(value, str) or "://" not in value:
-        return value
-    parts = urlsplit(value)
-    if parts.password is None:
-        return value
-    userinfo = f"{parts.username or ''}:***@"
-    return parts._replace(netloc=userinfo + parts.netloc.rsplit("@", 1)[1]).geturl()
+    """A URL masked (`masked_url`); anything else as it is."""
+    return masked_url(value) if isinstance(value, str) and "://" in value else value
 
 
 def split_credentials(url: str) -> tuple[str, dict[str, str]]:

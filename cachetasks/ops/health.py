@@ -6,13 +6,12 @@ import dataclasses
 from collections.abc import Callable
 
 import sqlalchemy as sa
-from kombu.utils.url import maybe_sanitize_url
 
 from .. import catalog, storage
 from ..cache.client import make_redis
 from ..catalog import schema
 from ..errors import CachetasksError, first_line
-from ..settings import Settings
+from ..settings import Settings, masked_url
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +44,7 @@ def _redis(settings: Settings, url: str, *, cache: bool) -> str:
     client = make_redis(url, timeout=settings.redis_timeout)
     try:
         client.ping()
-        where = str(maybe_sanitize_url(url))
+        where = masked_url(url)
         if not cache:
             return f"Redis at {where}"
         policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "?")
@@ -64,7 +63,7 @@ def _database(settings: Settings) -> str:
             if missing:
                 raise CachetasksError(f"missing tables: {', '.join(missing)} (python -m cachetasks initdb)")
         refs = catalog.ongoing(engine, window_seconds=settings.ongoing_window, sql=settings.ongoing_sql)
-        return f"{engine.url.render_as_string(hide_password=True)}: {len(refs)} ongoing files"
+        return f"{masked_url(engine.url.render_as_string(hide_password=True))}: {len(refs)} ongoing files"
     finally:
         engine.dispose()
 
