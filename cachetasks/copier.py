@@ -12,6 +12,7 @@ import redis
 from .cache import Cache, FileState, SkipReason
 from .errors import CacheUnavailable, FileMissing, FileTooLarge, InvalidAddress, Transient, first_line
 from .outage import OutageLog
+from .printable import printable
 from .ref import FileRef, address_problem
 from .settings import Settings
 from .storage import Blob, Storage
@@ -62,7 +63,7 @@ def _claimed_copy(cache: Cache, storage: Storage, ref: FileRef, settings: Settin
     except (Transient, redis.ConnectionError, redis.TimeoutError):
         raise  # the claim stays, for the retry
     except _Skip as skip:
-        line = f"{ref.key}: {skip.reason}: {skip.detail} (not tried again for {settings.negative_ttl}s)"
+        line = f"{ref.shown}: {skip.reason}: {printable(skip.detail)} (not tried again for {settings.negative_ttl}s)"
         if skip.reason.lack_of_room:  # expected while the cache is full: a line per file, a warning per minute
             log.info("not caching %s", line)
             _room_log.failed(line)
@@ -76,7 +77,7 @@ def _claimed_copy(cache: Cache, storage: Storage, ref: FileRef, settings: Settin
         cache.release(ref, owner)
         raise
     if copied.written is not None:
-        log.info("cached %s (%d bytes)", ref.key, copied.written)
+        log.info("cached %s (%d bytes)", ref.shown, copied.written)
         _room_log.succeeded()
     return copied
 

@@ -271,3 +271,37 @@ def test_an_unreachable_redis_is_cache_unavailable(storage: MemoryStorage) -> No
     with pytest.raises(CacheUnavailable):
         copy(Cache(client), storage)
     assert storage.opens[DOC] == 0
+
+
+# -- names from outside in the logs -------------------------------------------------------------------------
+
+# Names a database row or a storage listing may hold, each able to forge or hide a log line if printed as is.
+HOSTILE = [
+    "a\n[2026-01-01 00:00:00,000: WARNING/MainProcess] forged.pdf",
+    "a\r\x1b[2Kcover.pdf",
+    "a\u2028b\x85c\x0bd.pdf",
+    "a\u202egpj.exe",
+]
+
+
+def _unprintable(text: str) -> list[str]:
+    """The characters of `text` a log line must not carry raw: controls, separators, format characters (bidi)."""
+    return [c for c in text if not c.isprintable() and c != " "]
+
+
+@pytest.mark.parametrize("location", HOSTILE, ids=["newline", "carriage-return-and-escape", "separators", "bidi"])
+def test_a_name_with_control_characters_is_logged_escaped_whether_cached_or_missing(
+    cache: Cache, storage: MemoryStorage, caplog: pytest.LogCaptureFixture, location: str
+) -> None:
+    """A location with a newline, an escape sequence or a separator shows escaped in every line the copies log."""
+    # Given one such file in storage and one missing
+    there, missing = FileRef("kb1", location), FileRef("kb1", "gone/" + location)
+    storage.put(*there, b"bytes")
+    # When both are copied
+    with caplog.at_level(logging.DEBUG, logger="cachetasks"):
+        outcomes = [copy(cache, storage, there).outcome, copy(cache, storage, missing).outcome]
+    # Expect both outcomes logged, each on one line with the name escaped
+    assert outcomes == [FileState.CACHED, SkipReason.MISSING]
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if "kb1/" in m]) == 2, messages
+    assert [m for m in messages if _unprintable(m)] == []
