@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from collections.abc import Iterator
@@ -10,8 +11,16 @@ from typing import NamedTuple
 import redis
 
 from .cache import Cache, FileState, SkipReason
-from .errors import CacheUnavailable, FileMissing, FileTooLarge, InvalidAddress, Transient, first_line
-from .outage import OutageLog
+from .errors import (
+    CacheUnavailable,
+    FileForbidden,
+    FileMissing,
+    FileTooLarge,
+    InvalidAddress,
+    Transient,
+    first_line,
+)
+from .outage import OUTAGE_LOG_EVERY, OutageLog, describe
 from .printable import printable
 from .ref import FileRef, address_problem
 from .settings import Settings
@@ -22,6 +31,8 @@ log = logging.getLogger(__name__)
 _room_log = OutageLog(
     log, "files skipped for lack of room in the cache, e.g.", "caching files again after a lack of room"
 )
+# Celery logs a copy that gave up at INFO, as the expected failure it is; this says it where operators look.
+_gave_up_log = OutageLog(log, "copies gave up after their retries, e.g.", "copies succeed again", OUTAGE_LOG_EVERY)
 
 
 class Copy(NamedTuple):
@@ -39,9 +50,10 @@ class _Skip(Exception):
 def copy_file(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, *, owner: str) -> Copy:
     """Copy `ref` unless it is cached, claimed by another copy, or remembered as not cacheable.
 
-    A file that cannot be cached for now (missing, too large, no room) is remembered for
-    CACHETASKS_NEGATIVE_TTL and its claim released. Transient errors propagate with the claim
-    still held: the caller retries, then calls `cache.release` when it gives up.
+    A file that cannot be cached for now (missing, forbidden, too large, no room) is remembered
+    for CACHETASKS_NEGATIVE_TTL and its claim released. Transient errors propagate with the claim
+    still held: the caller retries, then calls `give_up` after the last retry. Any other error
+    propagates too, with the file remembered: storage never sees a read per collect for one file.
     """
     problem = address_problem(ref.bucket, ref.location)
     if problem:
@@ -73,13 +85,30 @@ def _claimed_copy(cache: Cache, storage: Storage, ref: FileRef, settings: Settin
         cache.remember_skip(ref, skip.reason, settings.negative_ttl, needs=skip.needs, needs_ttl=settings.ttl)
         cache.release(ref, owner)
         return Copy(skip.reason)
-    except BaseException:
+    except Exception:
+        with contextlib.suppress(redis.RedisError):  # the error that matters is the one propagating
+            cache.remember_skip(ref, SkipReason.ERROR, settings.negative_ttl)
+            cache.release(ref, owner)
+        raise
+    except BaseException:  # the worker stops: the next one may copy the file at once
         cache.release(ref, owner)
         raise
     if copied.written is not None:
         log.info("cached %s (%d bytes)", ref.shown, copied.written)
         _room_log.succeeded()
+        _gave_up_log.succeeded()
     return copied
+
+
+def give_up(cache: Cache, ref: FileRef, exc: BaseException, settings: Settings, *, owner: str) -> None:
+    """After the last retry of a transient failure: remember `ref` for CACHETASKS_NEGATIVE_TTL, release the claim.
+
+    Warns once per interval however many copies give up (storage down fails them all alike).
+    """
+    _gave_up_log.failed(f"{ref.key}: {describe(exc)} (not tried again for {settings.negative_ttl}s)")
+    with contextlib.suppress(redis.RedisError):  # Redis down: the claim expires by itself
+        cache.remember_skip(ref, SkipReason.UNAVAILABLE, settings.negative_ttl)
+        cache.release(ref, owner)
 
 
 def _copy(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, owner: str, needs: int) -> Copy:
@@ -95,6 +124,8 @@ def _copy(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, owne
             return _store(cache, blob, ref, settings, owner)
     except FileMissing as exc:
         raise _Skip(SkipReason.MISSING, exc.reason) from None
+    except FileForbidden as exc:
+        raise _Skip(SkipReason.FORBIDDEN, exc.reason) from None
     except FileTooLarge as exc:
         raise _Skip(SkipReason.TOO_LARGE, exc.reason) from None
     except InvalidAddress as exc:

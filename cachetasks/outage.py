@@ -10,6 +10,8 @@ from collections.abc import Callable
 from .errors import first_line
 from .printable import printable
 
+OUTAGE_LOG_EVERY = 10.0  # seconds between reports of a dependency that stays down (the README's promise)
+
 
 class OutageLog:
     """`failed(exc or detail)` warns at most once per `every` seconds, counting the failures in between;

@@ -23,12 +23,11 @@ from celery import Celery
 from redbeat.schedulers import LUA_EXTEND_TO_SCRIPT, RedBeatScheduler, get_redis
 from redis.exceptions import LockNotOwnedError
 
-from ..outage import OutageLog
+from ..outage import OUTAGE_LOG_EVERY, OutageLog
 
 log = logging.getLogger(__name__)
 
 RETRY_EVERY = 1.0  # seconds between ticks while Redis fails
-OUTAGE_LOG_EVERY = 10.0
 
 
 class Scheduler(RedBeatScheduler):  # type: ignore[misc]  # redbeat ships no type hints

@@ -45,8 +45,7 @@ def cache_file(self: Task[Any, Any], bucket: str, location: str) -> str:
     except Transient as exc:
         res.recorder.record(f"error:{type(exc).__name__}", None, 0)
         if self.request.retries >= s.max_retries:
-            with contextlib.suppress(redis.RedisError):  # if Redis is down, the claim expires by itself
-                res.cache.release(ref, owner)
+            copier.give_up(res.cache, ref, exc, s, owner=owner)
             raise
         delay = get_exponential_backoff_interval(BACKOFF_FACTOR, self.request.retries, BACKOFF_MAX, full_jitter=True)
         with contextlib.suppress(redis.RedisError):

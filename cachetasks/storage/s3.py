@@ -15,7 +15,7 @@ import botocore.config
 import botocore.exceptions as bce
 import urllib3.exceptions
 
-from ..errors import FileMissing, InvalidAddress, StorageError, StorageUnavailable, first_line
+from ..errors import FileForbidden, FileMissing, InvalidAddress, StorageError, StorageUnavailable, first_line
 from ..ref import FileRef
 from .base import Blob, check_address
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ..settings import Settings
 
 MISSING_CODES = {"NoSuchKey", "NoSuchBucket", "404", "NotFound"}
+FORBIDDEN_CODES = {"AccessDenied", "AllAccessDisabled", "AccountProblem", "403", "Forbidden"}
 INVALID_CODES = {"InvalidBucketName", "KeyTooLongError", "InvalidArgument", "InvalidObjectName"}
 _STREAM_ERRORS = (bce.BotoCoreError, urllib3.exceptions.HTTPError, OSError)
 
@@ -112,6 +113,8 @@ def _translate(exc: bce.ClientError, ref: FileRef | None = None) -> StorageError
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     if code in MISSING_CODES or status == 404:
         return FileMissing(code or "not found", ref)
+    if code in FORBIDDEN_CODES or status == 403:
+        return FileForbidden(code or "403 Forbidden", ref)
     if code in INVALID_CODES:
         return InvalidAddress(f"rejected by S3: {code}", ref)
     return StorageUnavailable(f"S3 error {code or status}", ref)

@@ -12,8 +12,8 @@ import redis
 
 from cachetasks.cache import Cache, FileState, SkipReason
 from cachetasks.cache.keys import inflight_key, room_key, skip_key
-from cachetasks.copier import Copy, copy_file
-from cachetasks.errors import CacheUnavailable, StorageUnavailable
+from cachetasks.copier import Copy, copy_file, give_up
+from cachetasks.errors import CacheUnavailable, FileForbidden, StorageUnavailable
 from cachetasks.ref import FileRef
 from cachetasks.settings import Settings
 from cachetasks.storage import Blob, LocalStorage, MemoryStorage
@@ -248,6 +248,55 @@ def test_a_write_redis_refuses_is_refused_remembered_and_leaves_no_temporary_key
     assert [k for k in client.scan_iter() if b":tmp:" in k] == []
 
 
+class Forbidden(MemoryStorage):
+    """Storage that refuses this service one object (S3's AccessDenied, a file it may not read)."""
+
+    def open(self, bucket: str, location: str, *, chunk_size: int) -> Blob:
+        with self._lock:
+            self.opens[FileRef(bucket, location)] += 1
+        raise FileForbidden("AccessDenied", FileRef(bucket, location))
+
+
+def test_a_file_storage_refuses_us_is_remembered_like_a_missing_one_with_one_warning_naming_it(
+    cache: Cache, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Forbidden: one warning naming the file and the reason, a skip mark for 60 s, and no read until it passes."""
+    # Given
+    storage = Forbidden()
+    # When two copies run one after the other
+    with caplog.at_level(logging.WARNING, logger="cachetasks"):
+        first, second = copy(cache, storage), copy(cache, storage)
+    # Expect
+    assert (first, second) == (Copy(SkipReason.FORBIDDEN), Copy(FileState.SKIPPED))
+    assert storage.opens[DOC] == 1
+    assert cache.client.get(skip_key(DOC.key)) == b"forbidden"
+    assert 59 <= cache.client.ttl(skip_key(DOC.key)) <= 60
+    assert not cache.client.exists(inflight_key(DOC.key))
+    assert [r.getMessage() for r in caplog.records if DOC.key in r.getMessage()] == [
+        f"not caching {DOC.key}: forbidden: AccessDenied (not tried again for 60s)"
+    ]
+
+
+class Broken(MemoryStorage):
+    """Storage whose reads fail in a way nobody foresaw."""
+
+    def open(self, bucket: str, location: str, *, chunk_size: int) -> Blob:
+        with self._lock:
+            self.opens[FileRef(bucket, location)] += 1
+        raise ValueError("a bug")
+
+
+def test_an_unforeseen_error_propagates_and_is_remembered_so_storage_is_not_read_again_at_once(cache: Cache) -> None:
+    """Whatever fails a copy, the file waits the negative TTL: storage never sees a read per collect for it."""
+    storage = Broken()
+    with pytest.raises(ValueError, match="a bug"):
+        copy(cache, storage)
+    assert copy(cache, storage) == Copy(FileState.SKIPPED)
+    assert storage.opens[DOC] == 1
+    assert cache.client.get(skip_key(DOC.key)) == b"error"
+    assert not cache.client.exists(inflight_key(DOC.key))
+
+
 # -- transient failures ----------------------------------------------------------------------------------------
 
 
@@ -305,3 +354,34 @@ def test_a_name_with_control_characters_is_logged_escaped_whether_cached_or_miss
     messages = [r.getMessage() for r in caplog.records]
     assert len([m for m in messages if "kb1/" in m]) == 2, messages
     assert [m for m in messages if _unprintable(m)] == []
+
+
+def test_a_copy_that_gave_up_on_storage_is_remembered_and_warned_about_once_per_interval(
+    cache: Cache, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After its retries, a copy is remembered for the negative TTL; many giving up make one warning, then an end."""
+    # Given two copies whose storage kept failing through their retries
+    other = FileRef("kb1", "other.pdf")
+    for ref in (DOC, other):
+        with pytest.raises(StorageUnavailable):
+            copy(cache, Unavailable(), ref)
+    storage = MemoryStorage({other: b"back"})
+    # When both give up, then a copy succeeds
+    with caplog.at_level(logging.INFO, logger="cachetasks"):
+        for ref in (DOC, other):
+            give_up(cache, ref, StorageUnavailable("503 Service Unavailable", ref), SETTINGS, owner=OWNER)
+        cache.client.delete(skip_key(other.key))
+        assert copy(cache, storage, other) == Copy(FileState.CACHED, 4)
+    # Expect each remembered and its claim released
+    assert cache.client.get(skip_key(DOC.key)) == b"unavailable"
+    assert 59 <= cache.client.ttl(skip_key(DOC.key)) <= 60
+    assert not cache.client.exists(inflight_key(DOC.key), inflight_key(other.key))
+    # and one warning naming the first file and the reason, then one line when copies succeed again
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"copies gave up after their retries, e.g.: {DOC.key}: StorageUnavailable: {DOC.key}: 503 Service Unavailable "
+        "(not tried again for 60s)"
+    ]
+    assert [r.getMessage() for r in caplog.records if "again" in r.getMessage() and r.levelno == logging.INFO] == [
+        "copies succeed again (1 more failures since the last report)"
+    ]

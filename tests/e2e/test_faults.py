@@ -338,12 +338,13 @@ def test_failing_storage_is_retried_with_backoff_holding_the_claim_and_a_stall_i
     assert second - first <= read_timeout + 1 + 1.5, f"the stalled read held its slot {second - first:.1f}s"
 
 
-def test_storage_that_stays_down_is_given_up_after_the_retries_with_one_quiet_line_and_the_claim_released(
+def test_storage_that_stays_down_is_given_up_after_the_retries_warned_about_and_left_alone_for_the_negative_ttl(
     s3_env: dict[str, str], s3: Any, s3_proxy: S3Proxy, sqlite_engine: sa.Engine, cache: Cache, processes: Start
 ) -> None:
-    """After CACHETASKS_MAX_RETRIES the copy stops, says so in one expected-failure line, and frees the claim."""
-    # Given a running service with two retries, and storage that always answers 503 for one file
-    procs = processes({**s3_env, "CACHETASKS_MAX_RETRIES": "2"})
+    """After CACHETASKS_MAX_RETRIES the copy stops with one warning, and storage is not asked again for 4 s."""
+    # Given a running service with two retries and a 4 s negative TTL, and storage that always answers 503 for one file
+    negative_ttl = 4
+    procs = processes({**s3_env, "CACHETASKS_MAX_RETRIES": "2", "CACHETASKS_NEGATIVE_TTL": str(negative_ttl)})
     start_service(procs, cache.client)
     put_s3(s3, "kb1", "down.bin", b"never served")
     put_s3(s3, "kb1", "control.bin", b"control")
@@ -354,10 +355,8 @@ def test_storage_that_stays_down_is_given_up_after_the_retries_with_one_quiet_li
         insert_document(conn, kb_id="kb1", location="control.bin")
     wait_until(lambda: cache.client.exists("kb1/control.bin"), timeout=5, what="the control file")
 
-    def gave_up() -> list[str]:
-        return [
-            x.message for x in log_lines(procs.log("worker")) if "kb1/down.bin" in x.message and " raised " in x.message
-        ]
+    def gave_up() -> list[LogLine]:
+        return [x for x in log_lines(procs.log("worker")) if "kb1/down.bin" in x.message and " raised " in x.message]
 
     wait_until(gave_up, timeout=15, what="the copy to give up")
     gets_at_give_up = s3_proxy.gets["/kb1/down.bin"]
@@ -367,31 +366,44 @@ def test_storage_that_stays_down_is_given_up_after_the_retries_with_one_quiet_li
     ]
     assert countdowns[:2] == [c for n, c in enumerate(countdowns[:2]) if c <= 2**n] and len(countdowns) >= 2
     assert gets_at_give_up >= 3 * 3
-    # and the claim released: the next collect starts a new copy at once rather than after the in-flight TTL
-    wait_until(lambda: s3_proxy.gets["/kb1/down.bin"] > gets_at_give_up, timeout=5, what="a new copy")
-    # and the give-up reported as the expected storage failure it is, in one line
-    assert [line for line in gave_up() if "raised expected: StorageUnavailable" in line] == gave_up()[:1]
+    # and the file left alone for the negative TTL, then tried again by a new copy
+    wait_until(lambda: s3_proxy.gets["/kb1/down.bin"] > gets_at_give_up, timeout=negative_ttl + 5, what="a new copy")
+    again = s3_proxy.get_times["/kb1/down.bin"][gets_at_give_up]
+    assert again - s3_proxy.get_times["/kb1/down.bin"][gets_at_give_up - 1] >= negative_ttl - 0.5
+    # and the give-up said in one warning naming the file and why
+    warned = [line for line in warnings_in(procs.log("worker")) if "gave up" in line]
+    assert len(warned) == 1 and "kb1/down.bin" in warned[0] and "InjectedFault" in warned[0], warned
+    assert [x for x in gave_up() if "raised expected: StorageUnavailable" in x.message][:1] == gave_up()[:1]
     assert "Traceback" not in procs.log("worker")
 
 
 def test_missing_objects_are_not_retried_and_read_at_most_once_per_negative_ttl_with_one_warning_each_time(
     s3_env: dict[str, str], s3: Any, s3_proxy: S3Proxy, sqlite_engine: sa.Engine, cache: Cache, processes: Start
 ) -> None:
-    """With CACHETASKS_NEGATIVE_TTL=4, a missing key and a missing bucket see one GET and one warning per 4 s."""
-    # Given a running service that remembers misses for 4 s, a control file, and two files that are not there
+    """With CACHETASKS_NEGATIVE_TTL=4, a missing key, a missing bucket and an object S3 refuses (403): one GET and
+    one warning per 4 s."""
+    # Given a running service that remembers misses for 4 s, a control file, two files that are not there,
+    # and one that storage refuses the service
     negative_ttl, watch = 4, 10.0
     procs = processes({**s3_env, "CACHETASKS_NEGATIVE_TTL": str(negative_ttl)})
     start_service(procs, cache.client)
     put_s3(s3, "kb1", "control.pdf", b"control")
-    missing = {"kb1/no such key.pdf": "/kb1/no such key.pdf", "no-such-bucket/file.pdf": "/no-such-bucket/file.pdf"}
+    put_s3(s3, "kb1", "refused.pdf", b"not for this service")
+    s3_proxy.fail_next(1000, Fault(status=403, code="AccessDenied", key_contains="refused.pdf"))
+    missing = {
+        "kb1/no such key.pdf": "/kb1/no such key.pdf",
+        "no-such-bucket/file.pdf": "/no-such-bucket/file.pdf",
+        "kb1/refused.pdf": "/kb1/refused.pdf",
+    }
     # When their documents stay ongoing for 10 s
     with sqlite_engine.begin() as conn:
         insert_document(conn, kb_id="kb1", location="control.pdf")
-        insert_document(conn, kb_id="kb1", location="no such key.pdf")
-        insert_document(conn, kb_id="no-such-bucket", location="file.pdf")
+        for key in missing:
+            insert_document(conn, kb_id=key.split("/")[0], location=key.split("/", 1)[1])
     wait_until(lambda: all(s3_proxy.gets[path] for path in missing.values()), timeout=5, what="the first reads")
     time.sleep(watch)
-    # Expect the control cached, and each missing file read (and warned about) once per period: 10 s -> 3 at most
+    # Expect the control cached, and each other file read (and warned about, with its reason) once per period:
+    # 10 s -> 3 at most
     assert cache.client.get("kb1/control.pdf") == b"control"
     log = procs.log("worker")
     for key, path in missing.items():
@@ -399,6 +411,7 @@ def test_missing_objects_are_not_retried_and_read_at_most_once_per_negative_ttl_
         warnings = [line for line in warnings_in(log) if key in line]
         assert 2 <= reads <= watch // negative_ttl + 1, f"{key}: {reads} reads in {watch:.0f}s"
         assert len(warnings) == reads, f"{key}: {len(warnings)} warnings for {reads} reads"
+        assert all((": forbidden: AccessDenied" if "refused" in key else ": missing: ") in w for w in warnings)
         assert _retries(log, key) == [], f"{key} was retried within its task"
         times = s3_proxy.get_times[path]
         assert min(b - a for a, b in itertools.pairwise(times)) >= negative_ttl - 0.5
