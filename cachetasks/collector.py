@@ -12,13 +12,34 @@ import sqlalchemy as sa
 
 from . import catalog
 from .cache import Cache, FileState
-from .errors import CacheUnavailable, first_line
+from .errors import CacheUnavailable, CatalogError, first_line
+from .outage import OUTAGE_LOG_EVERY, OutageLog
 from .ref import FileRef, address_problem
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 Enqueue = Callable[[Sequence[FileRef]], None]
+
+
+class Outages:
+    """A dependency of collects that stays down: one warning per interval, and one line when it is back.
+
+    Celery logs each failed collect at INFO, as the expected failure it is; operators watch WARNING.
+    """
+
+    def __init__(self, every: float = OUTAGE_LOG_EVERY) -> None:
+        self.database = OutageLog(
+            log, "collects fail: the task database does not answer", "collects reach the task database again", every
+        )
+        self.redis = OutageLog(log, "collects fail: Redis does not answer", "collects reach Redis again", every)
+
+    def succeeded(self) -> None:
+        self.database.succeeded()
+        self.redis.succeeded()
+
+
+_outages = Outages()  # this process's
 
 
 @dataclass(frozen=True)
@@ -43,6 +64,7 @@ def collect(
     enqueue: Enqueue,
     *,
     addresses: catalog.AddressBook | None = None,
+    outages: Outages = _outages,
 ) -> CollectReport | None:
     """Run one cycle; None when another collect holds the lock (collects never overlap).
 
@@ -55,9 +77,15 @@ def collect(
             if not ours:
                 log.info("collect skipped: another collect is running")
                 return None
-            return _collect(engine, cache, settings, enqueue, addresses)
+            report = _collect(engine, cache, settings, enqueue, addresses)
+    except CatalogError as exc:
+        outages.database.failed(exc)
+        raise
     except (redis.ConnectionError, redis.TimeoutError) as exc:
+        outages.redis.failed(exc)
         raise CacheUnavailable(f"{type(exc).__name__}: {first_line(exc)}") from exc
+    outages.succeeded()
+    return report
 
 
 def _collect(

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from cachetasks import catalog
 from cachetasks.cache import Cache, SkipReason
 from cachetasks.cache.keys import COLLECT_LOCK, inflight_key
-from cachetasks.collector import CollectReport, collect
+from cachetasks.collector import CollectReport, Outages, collect
 from cachetasks.errors import CacheUnavailable, CatalogError
 from cachetasks.ops.demo import LinkedFile, finish_document, insert_document
 from cachetasks.ref import FileRef
@@ -202,6 +202,26 @@ def test_a_failing_database_is_a_catalog_error_and_leaves_no_lock(cache: Cache, 
     with pytest.raises(CatalogError):
         run(engine, cache, Queue())
     assert not cache.client.exists(COLLECT_LOCK)
+
+
+def test_a_database_outage_is_warned_about_once_per_interval_and_its_end_once(
+    sqlite_engine: sa.Engine, cache: Cache, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three failing collects make one WARNING naming the failure; the first good one after, one line saying so."""
+    # Given a database that cannot be opened, and one that works
+    down = catalog.make_engine(f"sqlite:///{tmp_path / 'no' / 'such' / 'folder.sqlite3'}", connect_timeout=1)
+    outages = Outages()
+    # When three collects fail, then one succeeds
+    with caplog.at_level(logging.INFO, logger="cachetasks"):
+        for _ in range(3):
+            with pytest.raises(CatalogError):
+                collect(down, cache, SETTINGS, Queue(), outages=outages)
+        collect(sqlite_engine, cache, SETTINGS, Queue(), outages=outages)
+    # Expect
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if "database" in r.getMessage()]
+    assert [level for level, _ in lines] == ["WARNING", "INFO"], lines
+    assert "CatalogError" in lines[0][1] and "unable to open database file" in lines[0][1]
+    assert lines[1][1] == "collects reach the task database again (2 more failures since the last report)"
 
 
 def test_an_unreachable_redis_is_cache_unavailable(sqlite_engine: sa.Engine) -> None:

@@ -265,12 +265,16 @@ def test_database_outage_fails_fast_logs_once_per_collect_and_recovers_without_l
     # and each failed collect failed within about the connect timeout, with one line saying why
     every_line = log_lines(procs.log("worker"))
     received = {_task_id(x.message): x.at for x in every_line if "collect[" in x.message and "received" in x.message}
-    failures = [line for line in between(every_line, down_at, up_at) if "CatalogError" in line.message]
+    failures = [line for line in between(every_line, down_at, up_at) if "raised expected: CatalogError" in line.message]
     durations = [line.at - received[_task_id(line.message)] for line in failures]
     assert failures, "no collect failure was logged"
     assert len(failures) <= DB_OUTAGE + 2, f"{len(failures)} failure lines in a {DB_OUTAGE:.0f}s outage"
     assert max(durations) <= connect_timeout + 1.5, f"a failing collect took {max(durations):.1f}s"
     assert "Traceback" not in procs.log("worker")
+    # and the outage said at WARNING once per 10 s, its end in one line
+    warned = [x for x in problems(between(every_line, down_at, up_at + 3)) if "task database" in x.message]
+    assert len(warned) == 1, warned
+    assert len([x for x in every_line if x.at >= up_at and "reach the task database again" in x.message]) == 1
     # and the service holds no more server connections than before
     wait_for_collects(cache.client, 2)
     connections_after = _service_connections(pg_engine)
