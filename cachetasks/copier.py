@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -136,25 +135,22 @@ def _copy(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, owne
 
 
 def _store(cache: Cache, blob: Blob, ref: FileRef, settings: Settings, owner: str) -> Copy:
-    """Write the blob, account it and release the claim."""
-    limit = settings.max_file_bytes
-    if blob.size > limit:
-        raise FileTooLarge(f"{blob.size} bytes is over the limit of {limit}", ref)
-    chunks = _bounded(blob.chunks, ref, limit)
-    first, rest = next(chunks, b""), next(chunks, None)
-    size = len(first) if rest is None else blob.size
+    """Write the blob, account it and release the claim.
+
+    The room is judged on the size storage announced, before a byte is read: a file that does
+    not fit costs no transfer, and the stream is never held back to learn its length.
+    """
+    limit, size = settings.max_file_bytes, blob.size
+    if size > limit:
+        raise FileTooLarge(f"{size} bytes is over the limit of {limit}", ref)
     if cache.redis_full(size):
         raise _Skip(SkipReason.REDIS_FULL, f"{size} bytes would take Redis near its maxmemory", size)
     budget = settings.max_cache_bytes
     if budget and not cache.reserve(ref.key, size, limit=budget):
         raise _Skip(SkipReason.CACHE_FULL, f"{size} bytes would pass CACHETASKS_MAX_CACHE_BYTES", size)
     try:
-        if rest is None:  # the whole file in one chunk: one SET
-            stored = cache.put(ref.key, first, ttl=settings.ttl)
-        else:
-            stored = cache.store(
-                ref.key, itertools.chain((first, rest), chunks), ttl=settings.ttl, tmp_ttl=settings.inflight_ttl
-            )
+        chunks = _bounded(blob.chunks, ref, limit)
+        stored = cache.store(ref.key, chunks, size=size, ttl=settings.ttl, tmp_ttl=settings.inflight_ttl)
     except BaseException:
         if budget:
             cache.cancel(ref.key)
@@ -171,3 +167,4 @@ def _bounded(chunks: Iterator[bytes], ref: FileRef, limit: int) -> Iterator[byte
         if total > limit:
             raise FileTooLarge(f"more than {limit} bytes", ref)
         yield chunk
+        del chunk  # not held while the next one is read

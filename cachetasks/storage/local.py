@@ -77,6 +77,7 @@ class LocalStorage:
                 if not block:
                     return
                 yield block
+                del block  # not held while the next one is read
 
         return Blob(info.st_size, chunks(), handle.close, version=f"{info.st_size}-{info.st_mtime_ns}")
 

@@ -70,10 +70,16 @@ class S3Storage:
         body = response["Body"]
 
         def chunks() -> Iterator[bytes]:
-            try:
-                yield from body.iter_chunks(chunk_size)
-            except _STREAM_ERRORS as exc:
-                raise StorageUnavailable(f"read failed: {type(exc).__name__}", ref) from None
+            # Not botocore's iter_chunks, which holds each chunk while it reads the next.
+            while True:
+                try:
+                    block = body.read(chunk_size)
+                except _STREAM_ERRORS as exc:
+                    raise StorageUnavailable(f"read failed: {type(exc).__name__}", ref) from None
+                if not block:
+                    return
+                yield block
+                del block
 
         size = int(response.get("ContentLength") or 0)
         return Blob(size, chunks(), body.close, version=str(response.get("ETag") or "").strip('"'))

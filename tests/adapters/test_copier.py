@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,8 +17,9 @@ from cachetasks.copier import Copy, copy_file, give_up
 from cachetasks.errors import CacheUnavailable, FileForbidden, StorageUnavailable
 from cachetasks.ref import FileRef
 from cachetasks.settings import Settings
-from cachetasks.storage import Blob, LocalStorage, MemoryStorage
+from cachetasks.storage import Blob, LocalStorage, MemoryStorage, Storage
 from testbed.servers import RedisServer, free_port
+from tests.conftest import AWS, storage_for
 
 DOC = FileRef("kb1", "reports/q3 résumé.pdf")
 OWNER = "task-1"
@@ -385,3 +387,37 @@ def test_a_copy_that_gave_up_on_storage_is_remembered_and_warned_about_once_per_
     assert [r.getMessage() for r in caplog.records if "again" in r.getMessage() and r.levelno == logging.INFO] == [
         "copies succeed again (1 more failures since the last report)"
     ]
+
+
+# -- the worker's memory ----------------------------------------------------------------------------------------
+
+MiB = 1024 * 1024
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_a_copy_holds_one_chunk_at_a_time_whatever_the_file_size(
+    cache: Cache, backend: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 40 MiB file in 4 MiB chunks: the copy's Python allocations peak under two chunks, not four."""
+    # Given a 40 MiB file in a local folder, or on the S3 server
+    chunk, data = 4 * MiB, bytes(range(256)) * (40 * MiB // 256)
+    storage: Storage
+    if backend == "local":
+        storage = LocalStorage(tmp_path)
+    else:
+        request.getfixturevalue("s3")
+        for name, value in AWS.items():  # boto3 reads its credentials from the environment
+            monkeypatch.setenv(name, value)
+        storage = storage_for(request.getfixturevalue("s3_env"))
+    storage.put(*DOC, data)
+    del data
+    # When it is copied, with allocations traced
+    tracemalloc.start()
+    try:
+        done = copy(cache, storage, chunk_bytes=chunk, max_file_bytes=64 * MiB)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Expect it cached, having held at most about one chunk (plus the client's own buffers) at a time
+    assert done == Copy(FileState.CACHED, 40 * MiB)
+    assert peak < 1.5 * chunk, f"the copy's allocations peaked at {peak / MiB:.1f} MiB"
