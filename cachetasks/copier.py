@@ -112,7 +112,7 @@ def give_up(cache: Cache, ref: FileRef, exc: BaseException, settings: Settings, 
 
 def _copy(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, owner: str, needs: int) -> Copy:
     # Storage is opened only if there is room: for the size the file needed when last skipped, if known.
-    if cache.redis_full(needs, reserve=False):
+    if cache.redis_full(needs, chunk=settings.chunk_bytes):
         room = f"{needs} bytes would take Redis" if needs else "Redis is"
         raise _Skip(SkipReason.REDIS_FULL, f"{room} near its maxmemory", needs)
     limit = settings.max_cache_bytes
@@ -143,7 +143,7 @@ def _store(cache: Cache, blob: Blob, ref: FileRef, settings: Settings, owner: st
     limit, size = settings.max_file_bytes, blob.size
     if size > limit:
         raise FileTooLarge(f"{size} bytes is over the limit of {limit}", ref)
-    if cache.redis_full(size):
+    if cache.redis_full(size, chunk=settings.chunk_bytes, promise=ref):
         raise _Skip(SkipReason.REDIS_FULL, f"{size} bytes would take Redis near its maxmemory", size)
     budget = settings.max_cache_bytes
     if budget and not cache.reserve(ref.key, size, limit=budget):

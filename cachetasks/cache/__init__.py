@@ -26,7 +26,7 @@ from .keeper import ClaimKeeper, Held
 from .keys import LAST_COLLECT
 from .ledger import Ledger
 from .lock import exclusive
-from .memory import MemoryGauge
+from .memory import MemoryGauge, footprint
 from .scripts import Scripts
 from .states import FileState, SkipReason
 from .store import Writes
@@ -37,15 +37,17 @@ __all__ = ["Begun", "Cache", "FileState", "ScanResult", "SkipReason"]
 class Cache(Claims, Writes, Ledger):
     """Cache operations on one binary-safe Redis client (see `cache.client.make_redis`)."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, *, memory: MemoryGauge | None = None) -> None:
         self.client = client
         self.scripts = Scripts(client)
-        self._memory = MemoryGauge(client)
+        self._memory = memory or MemoryGauge(client, self.scripts)
         self._keeper: ClaimKeeper | None = None
 
-    def redis_full(self, needed: int, *, reserve: bool = True) -> bool:
-        """Would writing `needed` bytes (0: unknown) take Redis near its maxmemory? If not, count them as promised."""
-        return self._memory.full(needed, reserve=reserve)
+    def redis_full(self, size: int, *, chunk: int, promise: FileRef | None = None) -> bool:
+        """Would a file of `size` bytes (0: unknown) written in chunks of `chunk` take Redis near its maxmemory,
+        counting the room promised to copies in flight? If not, with `promise` (whose claim the caller holds),
+        the room is promised to its copy until the claim ends."""
+        return self._memory.full(footprint(size, chunk), promise_for=promise and promise.key)
 
     def keep(self, ref: FileRef, owner: str, ttl: int) -> contextlib.AbstractContextManager[None]:
         """Keep `owner`'s claim on `ref` alive while the block runs (one renewing thread per process)."""

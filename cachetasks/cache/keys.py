@@ -12,6 +12,7 @@ INFLIGHT = PREFIX + "inflight:"  # + cache key; value QUEUED, or the id of the t
 QUEUED = "queued"  # a claim taken by the collect that enqueued the copy (written as such by scan.lua)
 SKIP = PREFIX + "skip:"  # + cache key; value: why the file is not tried again for a while
 ROOM = PREFIX + "room:"  # + cache key; value: the bytes a file skipped for lack of room needs
+PROMISED = PREFIX + "promised"  # hash: cache key -> bytes of Redis's memory promised to the copy claiming it
 TMP = PREFIX + "tmp:"  # + random; a value being streamed in, renamed into place when complete
 OWNED = PREFIX + "owned"  # sorted set: cache keys this service wrote, scored by expiry (ms)
 SIZES = PREFIX + "sizes"  # hash: cache key -> bytes, for keys in OWNED and reservations

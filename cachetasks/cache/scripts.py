@@ -35,6 +35,7 @@ class Scripts:
         self.begin = register("begin")
         self.hold = register("hold")
         self.publish = register("publish")
+        self.room = register("room")
         self.reserve = register("reserve")
         self.settle = register("settle")
         self.forget = register("forget")

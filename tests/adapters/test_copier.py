@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,8 +13,9 @@ import redis
 
 from cachetasks.cache import Cache, FileState, SkipReason
 from cachetasks.cache.keys import inflight_key, room_key, skip_key
+from cachetasks.cache.memory import ASSUMED_FOR, MemoryGauge
 from cachetasks.copier import Copy, copy_file, give_up
-from cachetasks.errors import CacheUnavailable, FileForbidden, StorageUnavailable
+from cachetasks.errors import CacheUnavailable, StorageUnavailable
 from cachetasks.ref import FileRef
 from cachetasks.settings import Settings
 from cachetasks.storage import Blob, LocalStorage, MemoryStorage, Storage
@@ -22,6 +23,16 @@ from testbed.servers import RedisServer, free_port
 from tests.conftest import AWS, storage_for
 
 DOC = FileRef("kb1", "reports/q3 résumé.pdf")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 OWNER = "task-1"
 SETTINGS = Settings(ttl=720, negative_ttl=60, inflight_ttl=30, chunk_bytes=1000)
 
@@ -228,19 +239,35 @@ def test_a_file_that_would_take_redis_near_its_maxmemory_is_redis_full_and_not_o
     assert server.client(1).info("stats")["evicted_keys"] == 0
 
 
+class FillsRedis(MemoryStorage):
+    """Storage whose stream, once under way, lets someone else fill Redis (after the room was judged)."""
+
+    def __init__(self, filler: redis.Redis, files: dict[FileRef, bytes]) -> None:
+        super().__init__(files)
+        self.filler = filler
+
+    def open(self, bucket: str, location: str, *, chunk_size: int) -> Blob:
+        blob = super().open(bucket, location, chunk_size=chunk_size)
+
+        def chunks() -> Iterator[bytes]:
+            for n, chunk in enumerate(blob.chunks):
+                if n == 1:
+                    for i in range(6):
+                        self.filler.set(f"filler-{i}", b"f" * 1024 * 1024)
+                yield chunk
+
+        return Blob(blob.size, chunks(), blob.close)
+
+
 def test_a_write_redis_refuses_is_refused_remembered_and_leaves_no_temporary_key(
-    redis_server_with: Callable[..., RedisServer], storage: MemoryStorage
+    redis_server_with: Callable[..., RedisServer],
 ) -> None:
-    """A noeviction Redis that others fill after the gauge looked refuses the write: 'refused', no partial value."""
-    # Given a Redis whose memory others have nearly filled after the gauge last looked
+    """A noeviction Redis that others fill while the file streams in refuses the write: 'refused', no partial value."""
+    # Given a Redis with room for the file, which others will fill once its copy is under way
     server = redis_server_with("--maxmemory", "16mb", "--maxmemory-policy", "noeviction")
     client = server.client(1)
     cache = Cache(client)
-    storage.put(*DOC, b"w" * (8 * 1024 * 1024))
-    assert not cache.redis_full(0)  # the gauge reads an empty Redis now, and trusts it for half a second
-    filler = server.client(2)
-    for i in range(5):
-        filler.set(f"filler-{i}", b"f" * 1024 * 1024)
+    storage = FillsRedis(server.client(2), {DOC: b"w" * (5 * 1024 * 1024)})
     # When
     done = copy(cache, storage, chunk_bytes=1024 * 1024)
     # Expect
@@ -250,53 +277,29 @@ def test_a_write_redis_refuses_is_refused_remembered_and_leaves_no_temporary_key
     assert [k for k in client.scan_iter() if b":tmp:" in k] == []
 
 
-class Forbidden(MemoryStorage):
-    """Storage that refuses this service one object (S3's AccessDenied, a file it may not read)."""
-
-    def open(self, bucket: str, location: str, *, chunk_size: int) -> Blob:
-        with self._lock:
-            self.opens[FileRef(bucket, location)] += 1
-        raise FileForbidden("AccessDenied", FileRef(bucket, location))
-
-
-def test_a_file_storage_refuses_us_is_remembered_like_a_missing_one_with_one_warning_naming_it(
-    cache: Cache, caplog: pytest.LogCaptureFixture
+def test_after_a_large_file_is_refused_a_small_one_that_fits_is_cached(
+    redis_server_with: Callable[..., RedisServer], storage: MemoryStorage
 ) -> None:
-    """Forbidden: one warning naming the file and the reason, a skip mark for 60 s, and no read until it passes."""
-    # Given
-    storage = Forbidden()
-    # When two copies run one after the other
-    with caplog.at_level(logging.WARNING, logger="cachetasks"):
-        first, second = copy(cache, storage), copy(cache, storage)
-    # Expect
-    assert (first, second) == (Copy(SkipReason.FORBIDDEN), Copy(FileState.SKIPPED))
-    assert storage.opens[DOC] == 1
-    assert cache.client.get(skip_key(DOC.key)) == b"forbidden"
-    assert 59 <= cache.client.ttl(skip_key(DOC.key)) <= 60
-    assert not cache.client.exists(inflight_key(DOC.key))
-    assert [r.getMessage() for r in caplog.records if DOC.key in r.getMessage()] == [
-        f"not caching {DOC.key}: forbidden: AccessDenied (not tried again for 60s)"
-    ]
-
-
-class Broken(MemoryStorage):
-    """Storage whose reads fail in a way nobody foresaw."""
-
-    def open(self, bucket: str, location: str, *, chunk_size: int) -> Blob:
-        with self._lock:
-            self.opens[FileRef(bucket, location)] += 1
-        raise ValueError("a bug")
-
-
-def test_an_unforeseen_error_propagates_and_is_remembered_so_storage_is_not_read_again_at_once(cache: Cache) -> None:
-    """Whatever fails a copy, the file waits the negative TTL: storage never sees a read per collect for it."""
-    storage = Broken()
-    with pytest.raises(ValueError, match="a bug"):
-        copy(cache, storage)
-    assert copy(cache, storage) == Copy(FileState.SKIPPED)
-    assert storage.opens[DOC] == 1
-    assert cache.client.get(skip_key(DOC.key)) == b"error"
-    assert not cache.client.exists(inflight_key(DOC.key))
+    """Redis nearly full: 1,000 bytes cached, 3 MiB redis-full, then 1,000 bytes of a new file cached, not refused."""
+    # Given a 64 MiB Redis that others have filled to within about 1.4 MiB of its threshold, and a clock
+    server = redis_server_with("--maxmemory", "64mb", "--maxmemory-policy", "volatile-lru")
+    filler = server.client(2)
+    while (left := 0.9 * 64 * 1024 * 1024 - 1.4 * 1024 * 1024 - int(filler.info("memory")["used_memory"])) > 0:
+        filler.set(f"filler-{filler.dbsize()}", b"f" * (512 * 1024 if left > 2 * 1024 * 1024 else 16 * 1024))
+    clock = Clock()
+    client = server.client(1)
+    cache = Cache(client, memory=MemoryGauge(client, Cache(client).scripts, clock=clock))
+    small, big, later = FileRef("kb1", "small.pdf"), FileRef("kb1", "big.pdf"), FileRef("kb1", "later.pdf")
+    storage.put(*small, b"s" * 1000)
+    storage.put(*big, b"b" * (3 * 1024 * 1024))
+    storage.put(*later, b"l" * 1000)
+    # When a small file, a large one, then (a few seconds on) another small one are copied
+    outcomes = [copy(cache, storage, small).outcome, copy(cache, storage, big).outcome]
+    clock.now += ASSUMED_FOR
+    outcomes.append(copy(cache, storage, later).outcome)
+    # Expect the large one refused, and both small ones cached
+    assert outcomes == [FileState.CACHED, SkipReason.REDIS_FULL, FileState.CACHED]
+    assert server.client(1).info("stats")["evicted_keys"] == 0
 
 
 # -- transient failures ----------------------------------------------------------------------------------------
