@@ -20,6 +20,7 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 Enqueue = Callable[[Sequence[FileRef]], None]
+Waiting = Callable[[], int]  # how many copy messages wait in the broker's queue
 
 
 class Outages:
@@ -64,20 +65,22 @@ def collect(
     enqueue: Enqueue,
     *,
     addresses: catalog.AddressBook | None = None,
+    waiting: Waiting | None = None,
     outages: Outages = _outages,
 ) -> CollectReport | None:
     """Run one cycle; None when another collect holds the lock (collects never overlap).
 
     With an address book (the worker keeps one per process), RAGFlow's query is split into
-    the ongoing document ids and their remembered addresses. Raises CatalogError when the
-    database fails and CacheUnavailable when Redis does.
+    the ongoing document ids and their remembered addresses. With `waiting` (copies are queued
+    in a broker), the claims of copies still waiting there are kept however long the queue.
+    Raises CatalogError when the database fails and CacheUnavailable when Redis does.
     """
     try:
         with cache.collect_lock() as ours:
             if not ours:
                 log.info("collect skipped: another collect is running")
                 return None
-            report = _collect(engine, cache, settings, enqueue, addresses)
+            report = _collect(engine, cache, settings, enqueue, addresses, waiting)
     except CatalogError as exc:
         outages.database.failed(exc)
         raise
@@ -89,9 +92,16 @@ def collect(
 
 
 def _collect(
-    engine: sa.Engine, cache: Cache, settings: Settings, enqueue: Enqueue, addresses: catalog.AddressBook | None
+    engine: sa.Engine,
+    cache: Cache,
+    settings: Settings,
+    enqueue: Enqueue,
+    addresses: catalog.AddressBook | None,
+    waiting: Waiting | None,
 ) -> CollectReport:
     started = time.perf_counter()
+    if waiting is not None:  # before this collect queues anything
+        cache.keep_waiting(waiting(), inflight_ttl=settings.inflight_ttl)
     if addresses is not None and settings.ongoing_sql is None:
         refs = addresses.ongoing(engine, window_seconds=settings.ongoing_window)
     else:
@@ -104,6 +114,8 @@ def _collect(
         except BaseException:
             cache.unclaim(scan.claimed)
             raise
+        if waiting is not None:
+            cache.queued(scan.claimed, inflight_ttl=settings.inflight_ttl)
     cache.prune()
     if settings.evict_on_done:
         done = cache.owned() - {ref.key for ref in valid}

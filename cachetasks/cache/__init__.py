@@ -3,6 +3,7 @@
 `Cache` offers every operation the collector, the copies and `status` need; its parts are:
 
 - `claims`   which copy may fetch a file; what a collect or `status` finds (`states`)
+- `backlog`  claims kept while their copies wait in the broker's queue
 - `store`    writes: whole values with a TTL, never a part, never over another value
 - `ledger`   the keys this service wrote and the bytes they hold
 - `memory`   how close Redis is to its maxmemory
@@ -21,6 +22,7 @@ from collections.abc import Iterator
 import redis
 
 from ..ref import FileRef
+from .backlog import Backlog
 from .claims import Begun, Claims, ScanResult
 from .keeper import ClaimKeeper, Held
 from .keys import LAST_COLLECT
@@ -34,7 +36,7 @@ from .store import Writes
 __all__ = ["Begun", "Cache", "FileState", "ScanResult", "SkipReason"]
 
 
-class Cache(Claims, Writes, Ledger):
+class Cache(Claims, Backlog, Writes, Ledger):
     """Cache operations on one binary-safe Redis client (see `cache.client.make_redis`)."""
 
     def __init__(self, client: redis.Redis, *, memory: MemoryGauge | None = None) -> None:

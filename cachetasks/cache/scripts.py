@@ -36,6 +36,8 @@ class Scripts:
         self.hold = register("hold")
         self.publish = register("publish")
         self.room = register("room")
+        self.queued = register("queued")
+        self.waiting = register("waiting")
         self.reserve = register("reserve")
         self.settle = register("settle")
         self.forget = register("forget")

@@ -15,6 +15,7 @@ from .. import collector, copier, resources
 from ..cache import counters
 from ..errors import CatalogError, Transient
 from ..ref import FileRef
+from ..settings import FILES_QUEUE
 from .app import app, settings
 from .publish import publish_many
 
@@ -26,7 +27,9 @@ def collect() -> dict[str, float] | None:
     """Enqueue a copy of every ongoing file that is neither cached nor in flight."""
     s = settings()
     res = resources.get(s)
-    report = collector.collect(res.engine, res.cache, s, enqueue=enqueue_copies, addresses=res.addresses)
+    report = collector.collect(
+        res.engine, res.cache, s, enqueue=enqueue_copies, addresses=res.addresses, waiting=files_waiting
+    )
     if report is None:
         return None
     counters.record_collect(res.redis, report.as_dict())
@@ -53,6 +56,11 @@ def cache_file(self: Task[Any, Any], bucket: str, location: str) -> str:
         raise self.retry(exc=exc, countdown=delay, max_retries=s.max_retries) from None
     res.recorder.record(copy.outcome.value, copy.written, time.perf_counter() - started)
     return copy.outcome.value
+
+
+def files_waiting() -> int:
+    """How many copy messages wait in the files queue."""
+    return int(resources.get(settings()).broker.llen(FILES_QUEUE))
 
 
 def enqueue_copies(refs: Sequence[FileRef]) -> None:
