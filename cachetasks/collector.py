@@ -40,7 +40,7 @@ class Outages:
         self.redis.succeeded()
 
 
-_outages = Outages()  # this process's
+WORKER_OUTAGES = Outages()  # the worker process's, for its collects (Celery logs their failures at INFO)
 
 
 @dataclass(frozen=True)
@@ -66,14 +66,15 @@ def collect(
     *,
     addresses: catalog.AddressBook | None = None,
     waiting: Waiting | None = None,
-    outages: Outages = _outages,
+    outages: Outages | None = None,
 ) -> CollectReport | None:
     """Run one cycle; None when another collect holds the lock (collects never overlap).
 
     With an address book (the worker keeps one per process), RAGFlow's query is split into
     the ongoing document ids and their remembered addresses. With `waiting` (copies are queued
     in a broker), the claims of copies still waiting there are kept however long the queue.
-    Raises CatalogError when the database fails and CacheUnavailable when Redis does.
+    Raises CatalogError when the database fails and CacheUnavailable when Redis does, first
+    reporting it to `outages` if given (a caller that reports errors itself gives none).
     """
     try:
         with cache.collect_lock() as ours:
@@ -82,12 +83,15 @@ def collect(
                 return None
             report = _collect(engine, cache, settings, enqueue, addresses, waiting)
     except CatalogError as exc:
-        outages.database.failed(exc)
+        if outages:
+            outages.database.failed(exc)
         raise
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        outages.redis.failed(exc)
+        if outages:
+            outages.redis.failed(exc)
         raise CacheUnavailable(f"{type(exc).__name__}: {first_line(exc)}") from exc
-    outages.succeeded()
+    if outages:
+        outages.succeeded()
     return report
 
 

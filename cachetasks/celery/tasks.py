@@ -28,7 +28,13 @@ def collect() -> dict[str, float] | None:
     s = settings()
     res = resources.get(s)
     report = collector.collect(
-        res.engine, res.cache, s, enqueue=enqueue_copies, addresses=res.addresses, waiting=files_waiting
+        res.engine,
+        res.cache,
+        s,
+        enqueue=enqueue_copies,
+        addresses=res.addresses,
+        waiting=files_waiting,
+        outages=collector.WORKER_OUTAGES,
     )
     if report is None:
         return None
