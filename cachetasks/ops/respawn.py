@@ -43,6 +43,8 @@ def respawn(command: Sequence[str], *, say: Callable[[str], None]) -> int:
     while True:
         started = time.monotonic()
         child = subprocess.Popen(command, process_group=0)
+        if stopping.is_set():  # asked to stop while the command was starting: it missed the signal
+            child.terminate()
         code = child.wait()
         code = code if code >= 0 else 128 - code  # as a shell reports a signal's end
         ran = time.monotonic() - started
