@@ -29,6 +29,9 @@ broker_url = _s.broker_url
 if broker_url.startswith("redis://"):  # TLS and Sentinel URLs keep kombu's own transport
     broker_transport = "cachetasks.celery.broker:Transport"
 broker_connection_retry_on_startup = True
+# Wait for the broker as long as it takes: Celery's default of 100 attempts ends a worker after
+# about 100 s of outage, and under honcho that stops every process.
+broker_connection_max_retries = None
 # No retry_on_timeout: kombu pipelines a batch of publishes only when a timed-out command is never replayed.
 broker_transport_options = {
     "socket_timeout": _s.redis_timeout,

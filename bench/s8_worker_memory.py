@@ -1,5 +1,8 @@
 """Scenario 8: peak RSS of the worker process caching one 256 MiB file, above its idle RSS.
 
+`--chunk-mib N` sets CACHETASKS_CHUNK_BYTES (default: the service's 4 MiB): a copy holds one
+chunk at a time, so the peak should follow the chunk, not a multiple of it.
+
 The worker runs the threads pool, so it is one process: /proc/PID/status VmRSS before the
 document becomes ongoing (after a small warm-up file, so every client is built), the peak
 (VmHWM, reset just before through /proc/PID/clear_refs) after the key exists. The same for
@@ -46,8 +49,11 @@ def one_run(the_lab: Lab, pid: int, idle: object) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--chunk-mib", type=int, default=4, help="CACHETASKS_CHUNK_BYTES in MiB (default 4)")
     args = parser.parse_args()
-    header(8, "peak RSS of the copying process caching one 256 MiB file (S3 on loopback)", args.runs)
+    chunk_mib = args.chunk_mib
+    target_mib = max(TARGET_MIB, chunk_mib + TARGET_MIB // 2)  # one chunk, and the process's own growth
+    header(8, f"peak RSS of the copying process caching one 256 MiB file in {chunk_mib} MiB chunks", args.runs)
     note("the service runs with CACHETASKS_MAX_FILE_BYTES=256 MiB (its default refuses files over 128 MiB)")
     results: dict[str, list[tuple[float, float]]] = {}
     with lab() as the_lab:
@@ -55,7 +61,7 @@ def main() -> None:
         put_s3(client, BUCKET, [WARM], 4 * KiB)
         put_s3(client, BUCKET, [BIG], SIZE, threads=1)
         # The service refuses files over 128 MiB by default (RAGFlow's own upload limit): allow this one.
-        env = the_lab.env("s3", CACHETASKS_MAX_FILE_BYTES=str(SIZE))
+        env = the_lab.env("s3", CACHETASKS_MAX_FILE_BYTES=str(SIZE), CACHETASKS_CHUNK_BYTES=str(chunk_mib * MiB))
 
         status = the_lab.workdir / "original.status"
         proc: subprocess.Popen[bytes] = start_original(the_lab, {**env, "BENCH_ORIGINAL_STATUS": str(status)})
@@ -81,15 +87,15 @@ def main() -> None:
     print(table(["process", "idle -> peak MiB per run", "median peak above idle (MiB)"], rows))
     service = median([p - i for i, p in results["service worker"]])
     orig = median([p - i for i, p in results["original"]])
-    note(f"service worker: +{service:.1f} MiB; target <= +{TARGET_MIB} MiB: {verdict(service <= TARGET_MIB)}")
+    note(f"service worker: +{service:.1f} MiB; target <= +{target_mib} MiB: {verdict(service <= target_mib)}")
     Summary(
-        scenario="8. peak RSS caching one 256 MiB file",
+        scenario=f"8. peak RSS caching one 256 MiB file, {chunk_mib} MiB chunks",
         measure="MiB above idle",
         service=f"+{service:.1f}",
         original=f"+{orig:.1f}",
         limit="-",
-        target=f"<= +{TARGET_MIB} MiB",
-        met=service <= TARGET_MIB,
+        target=f"<= +{target_mib} MiB",
+        met=service <= target_mib,
     ).emit()
 
 

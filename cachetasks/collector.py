@@ -12,13 +12,35 @@ import sqlalchemy as sa
 
 from . import catalog
 from .cache import Cache, FileState
-from .errors import CacheUnavailable, first_line
+from .errors import CacheUnavailable, CatalogError, first_line
+from .outage import OUTAGE_LOG_EVERY, OutageLog
 from .ref import FileRef, address_problem
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 Enqueue = Callable[[Sequence[FileRef]], None]
+Waiting = Callable[[], int]  # how many copy messages wait in the broker's queue
+
+
+class Outages:
+    """A dependency of collects that stays down: one warning per interval, and one line when it is back.
+
+    Celery logs each failed collect at INFO, as the expected failure it is; operators watch WARNING.
+    """
+
+    def __init__(self, every: float = OUTAGE_LOG_EVERY) -> None:
+        self.database = OutageLog(
+            log, "collects fail: the task database does not answer", "collects reach the task database again", every
+        )
+        self.redis = OutageLog(log, "collects fail: Redis does not answer", "collects reach Redis again", every)
+
+    def succeeded(self) -> None:
+        self.database.succeeded()
+        self.redis.succeeded()
+
+
+WORKER_OUTAGES = Outages()  # the worker process's, for its collects (Celery logs their failures at INFO)
 
 
 @dataclass(frozen=True)
@@ -43,28 +65,48 @@ def collect(
     enqueue: Enqueue,
     *,
     addresses: catalog.AddressBook | None = None,
+    waiting: Waiting | None = None,
+    outages: Outages | None = None,
 ) -> CollectReport | None:
     """Run one cycle; None when another collect holds the lock (collects never overlap).
 
     The address book (the worker keeps one per process; without one, a new one looks every
     address up) says which document is ongoing at each address, so a value copied for another
-    document there is replaced. Raises CatalogError when the database fails and
-    CacheUnavailable when Redis does.
+    document there is replaced. With `waiting` (copies are queued in a broker), the claims of
+    copies still waiting there are kept however long the queue. Raises CatalogError when the
+    database fails and CacheUnavailable when Redis does, first reporting it to `outages` if
+    given (a caller that reports errors itself gives none).
     """
     try:
         with cache.collect_lock() as ours:
             if not ours:
                 log.info("collect skipped: another collect is running")
                 return None
-            return _collect(engine, cache, settings, enqueue, addresses)
+            report = _collect(engine, cache, settings, enqueue, addresses, waiting)
+    except CatalogError as exc:
+        if outages:
+            outages.database.failed(exc)
+        raise
     except (redis.ConnectionError, redis.TimeoutError) as exc:
+        if outages:
+            outages.redis.failed(exc)
         raise CacheUnavailable(f"{type(exc).__name__}: {first_line(exc)}") from exc
+    if outages:
+        outages.succeeded()
+    return report
 
 
 def _collect(
-    engine: sa.Engine, cache: Cache, settings: Settings, enqueue: Enqueue, addresses: catalog.AddressBook | None
+    engine: sa.Engine,
+    cache: Cache,
+    settings: Settings,
+    enqueue: Enqueue,
+    addresses: catalog.AddressBook | None,
+    waiting: Waiting | None,
 ) -> CollectReport:
     started = time.perf_counter()
+    if waiting is not None:  # before this collect queues anything
+        cache.keep_waiting(waiting(), inflight_ttl=settings.inflight_ttl)
     if settings.ongoing_sql is None:
         book = addresses or catalog.AddressBook()
         ongoing = book.ongoing(engine, window_seconds=settings.ongoing_window)
@@ -81,6 +123,8 @@ def _collect(
         except BaseException:
             cache.unclaim(scan.claimed)
             raise
+        if waiting is not None:
+            cache.queued(scan.claimed, inflight_ttl=settings.inflight_ttl)
     cache.prune()
     if settings.evict_on_done:
         done = cache.owned() - {ref.key for ref in valid}

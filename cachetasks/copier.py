@@ -7,7 +7,7 @@ copied (checked when its TTL is renewed). Every value carries the source it was 
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from typing import NamedTuple, TypeVar
@@ -17,6 +17,7 @@ import redis
 from .cache import Begun, Cache, FileState, SkipReason, Source
 from .errors import (
     CacheUnavailable,
+    FileForbidden,
     FileMissing,
     FileTooLarge,
     InvalidAddress,
@@ -24,7 +25,8 @@ from .errors import (
     Transient,
     first_line,
 )
-from .outage import OutageLog
+from .outage import OUTAGE_LOG_EVERY, OutageLog, describe
+from .printable import printable
 from .ref import FileRef, address_problem
 from .settings import Settings
 from .storage import Blob, Storage, version_of
@@ -35,6 +37,8 @@ T = TypeVar("T")
 _room_log = OutageLog(
     log, "files skipped for lack of room in the cache, e.g.", "caching files again after a lack of room"
 )
+# Celery logs a copy that gave up at INFO, as the expected failure it is; this says it where operators look.
+_gave_up_log = OutageLog(log, "copies gave up after their retries, e.g.", "copies succeed again", OUTAGE_LOG_EVERY)
 
 
 class Copy(NamedTuple):
@@ -52,10 +56,11 @@ class _Skip(Exception):
 def copy_file(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, *, owner: str) -> Copy:
     """Copy `ref` unless it is cached and fresh, claimed by another copy, or remembered as not cacheable.
 
-    A file that cannot be cached for now (missing, too large, no room) is remembered for
-    CACHETASKS_NEGATIVE_TTL and its claim released; a value it was to replace is deleted, since
-    it is no longer what storage holds. Transient errors propagate with the claim still held:
-    the caller retries, then calls `cache.release` when it gives up.
+    A file that cannot be cached for now (missing, forbidden, too large, no room) is remembered
+    for CACHETASKS_NEGATIVE_TTL and its claim released; a value it was to replace is deleted,
+    since it is no longer what storage holds. Transient errors propagate with the claim still
+    held: the caller retries, then calls `give_up` after the last retry. Any other error
+    propagates too, with the file remembered: storage never sees a read per collect for one file.
     """
     problem = address_problem(ref.bucket, ref.location)
     if problem:
@@ -77,7 +82,7 @@ def _claimed_copy(cache: Cache, storage: Storage, ref: FileRef, settings: Settin
     except (Transient, redis.ConnectionError, redis.TimeoutError):
         raise  # the claim stays, for the retry
     except _Skip as skip:
-        line = f"{ref.key}: {skip.reason}: {skip.detail} (not tried again for {settings.negative_ttl}s)"
+        line = f"{ref.shown}: {skip.reason}: {printable(skip.detail)} (not tried again for {settings.negative_ttl}s)"
         if skip.reason.lack_of_room:  # expected while the cache is full: a line per file, a warning per minute
             log.info("not caching %s", line)
             _room_log.failed(line)
@@ -89,13 +94,30 @@ def _claimed_copy(cache: Cache, storage: Storage, ref: FileRef, settings: Settin
         cache.remember_skip(ref, skip.reason, settings.negative_ttl, needs=skip.needs, needs_ttl=settings.ttl)
         cache.release(ref, owner)
         return Copy(skip.reason)
-    except BaseException:
+    except Exception:
+        with contextlib.suppress(redis.RedisError):  # the error that matters is the one propagating
+            cache.remember_skip(ref, SkipReason.ERROR, settings.negative_ttl)
+            cache.release(ref, owner)
+        raise
+    except BaseException:  # the worker stops: the next one may copy the file at once
         cache.release(ref, owner)
         raise
     if copied.written is not None:
-        log.info("%s %s (%d bytes)", "replaced" if begun.replacing else "cached", ref.key, copied.written)
+        log.info("%s %s (%d bytes)", "replaced" if begun.replacing else "cached", ref.shown, copied.written)
         _room_log.succeeded()
+        _gave_up_log.succeeded()
     return copied
+
+
+def give_up(cache: Cache, ref: FileRef, exc: BaseException, settings: Settings, *, owner: str) -> None:
+    """After the last retry of a transient failure: remember `ref` for CACHETASKS_NEGATIVE_TTL, release the claim.
+
+    Warns once per interval however many copies give up (storage down fails them all alike).
+    """
+    _gave_up_log.failed(f"{ref.shown}: {describe(exc)} (not tried again for {settings.negative_ttl}s)")
+    with contextlib.suppress(redis.RedisError):  # Redis down: the claim expires by itself
+        cache.remember_skip(ref, SkipReason.UNAVAILABLE, settings.negative_ttl)
+        cache.release(ref, owner)
 
 
 def _copy(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, owner: str, begun: Begun) -> Copy:
@@ -105,12 +127,12 @@ def _copy(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, owne
         version = _translated(lambda: version_of(storage, ref.bucket, ref.location))
         if version == held.version:
             if not cache.confirm(ref, owner, ttl=settings.ttl):
-                log.info("%s expired while its version was checked", ref.key)
+                log.info("%s expired while its version was checked", ref.shown)
             return Copy(FileState.CACHED)
-        log.info("%s changed in storage since it was cached: copying it again", ref.key)
+        log.info("%s changed in storage since it was cached: copying it again", ref.shown)
     # Storage is opened only if there is room: for the size the file needed when last skipped, if known.
     needs = begun.needs
-    if cache.redis_full(needs, reserve=False):
+    if cache.redis_full(needs, chunk=settings.chunk_bytes):
         room = f"{needs} bytes would take Redis" if needs else "Redis is"
         raise _Skip(SkipReason.REDIS_FULL, f"{room} near its maxmemory", needs)
     limit = settings.max_cache_bytes
@@ -130,6 +152,8 @@ def _translated(action: Callable[[], T]) -> T:
         return action()
     except FileMissing as exc:
         raise _Skip(SkipReason.MISSING, exc.reason) from None
+    except FileForbidden as exc:
+        raise _Skip(SkipReason.FORBIDDEN, exc.reason) from None
     except FileTooLarge as exc:
         raise _Skip(SkipReason.TOO_LARGE, exc.reason) from None
     except InvalidAddress as exc:
@@ -140,25 +164,28 @@ def _translated(action: Callable[[], T]) -> T:
 
 
 def _store(cache: Cache, blob: Blob, ref: FileRef, settings: Settings, owner: str, begun: Begun) -> Copy:
-    """Write the blob, account it with its source and release the claim."""
-    limit = settings.max_file_bytes
-    if blob.size > limit:
-        raise FileTooLarge(f"{blob.size} bytes is over the limit of {limit}", ref)
-    chunks = _checked(blob, ref, limit)
-    first, rest = next(chunks, b""), next(chunks, None)
-    size = len(first) if rest is None else blob.size
-    if cache.redis_full(size):
+    """Write the blob, account it with its source and release the claim.
+
+    The room is judged on the size storage announced, before a byte is read: a file that does
+    not fit costs no transfer, and the stream is never held back to learn its length.
+    """
+    limit, size = settings.max_file_bytes, blob.size
+    if size > limit:
+        raise FileTooLarge(f"{size} bytes is over the limit of {limit}", ref)
+    if cache.redis_full(size, chunk=settings.chunk_bytes, promise=ref):
         raise _Skip(SkipReason.REDIS_FULL, f"{size} bytes would take Redis near its maxmemory", size)
     budget = settings.max_cache_bytes
     if budget and not cache.reserve(ref.key, size, limit=budget):
         raise _Skip(SkipReason.CACHE_FULL, f"{size} bytes would pass CACHETASKS_MAX_CACHE_BYTES", size)
-    replace = begun.replacing is not None
     try:
-        if rest is None:  # the whole file in one chunk: one SET
-            stored = cache.put(ref.key, first, ttl=settings.ttl, replace=replace)
-        else:
-            stream = itertools.chain((first, rest), chunks)
-            stored = cache.store(ref.key, stream, ttl=settings.ttl, tmp_ttl=settings.inflight_ttl, replace=replace)
+        stored = cache.store(
+            ref.key,
+            _checked(blob, ref, limit),
+            size=size,
+            ttl=settings.ttl,
+            tmp_ttl=settings.inflight_ttl,
+            replace=begun.replacing is not None,
+        )
     except BaseException:
         if budget:
             cache.cancel(ref.key)
@@ -168,14 +195,15 @@ def _store(cache: Cache, blob: Blob, ref: FileRef, settings: Settings, owner: st
 
 
 def _checked(blob: Blob, ref: FileRef, limit: int) -> Iterator[bytes]:
-    """The blob's chunks, stopped when they grow past `limit` (whatever storage announced), and
-    failed at their end unless they add up to the announced size: a file rewritten while it was
-    read is copied again, never published torn."""
+    """The blob's chunks, one held at a time, stopped when they grow past `limit` (whatever storage
+    announced), and failed at their end unless they add up to the announced size: a file rewritten
+    while it was read is copied again, never published torn."""
     total = 0
     for chunk in blob.chunks:
         total += len(chunk)
         if total > limit:
             raise FileTooLarge(f"more than {limit} bytes", ref)
         yield chunk
+        del chunk  # not held while the next one is read
     if blob.size and total != blob.size:
         raise StorageUnavailable(f"read {total} bytes of the {blob.size} announced: it changed while read", ref)

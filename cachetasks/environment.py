@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .errors import ConfigError
 
@@ -123,6 +123,15 @@ class EnvReader:
     def url(self, name: str, default: str, *, schemes: tuple[str, ...]) -> str:
         return self.optional_url(name, schemes=schemes) or default
 
+    def broker_url(self, name: str, default: str) -> str:
+        url = self.url(name, default, schemes=("redis", "rediss"))
+        if any(key.lower() == "password" for key, _ in parse_qsl(urlsplit(url).query)):
+            # kombu fails on it at start, with a traceback rather than a reason.
+            raise ConfigError(
+                f"{name}: give the password in the URL's user part (redis://:PASSWORD@host), not as ?password="
+            )
+        return url
+
     def optional_url(self, name: str, *, schemes: tuple[str, ...] | None) -> str | None:
         raw = self.optional(name)
         if raw is None:
@@ -158,19 +167,30 @@ def check_url(name: str, raw: str, schemes: tuple[str, ...] | None) -> str:
     return parts.scheme
 
 
-def masked(value: object) -> object:
-    """A URL with its password replaced by ***; anything else as it is."""
-    if not isinstance(value, str) or "://" not in value:
-        return value
+SECRET_PARAMETERS = ("password", "passwd", "secret", "token")  # URL parameters whose value is a credential
+
+
+def masked_url(url: str) -> str:
+    """`url` with the password of its user part and the value of every credential parameter replaced by ***."""
+    base, question, query = url.partition("?")
     try:
-        parts = urlsplit(value)
+        parts = urlsplit(base)
         password = parts.password
     except ValueError:
-        return value
-    if password is None:
-        return value
-    userinfo = f"{parts.username or ''}:***@"
-    return parts._replace(netloc=userinfo + parts.netloc.rsplit("@", 1)[1]).geturl()
+        return url
+    if password is not None:
+        base = parts._replace(netloc=f"{parts.username or ''}:***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
+    pairs = (pair.partition("=") for pair in query.split("&"))
+    shown = (
+        name + eq + ("***" if eq and any(word in unquote(name).lower() for word in SECRET_PARAMETERS) else value)
+        for name, eq, value in pairs
+    )
+    return base + question + "&".join(shown)
+
+
+def masked(value: object) -> object:
+    """A URL masked (`masked_url`); anything else as it is."""
+    return masked_url(value) if isinstance(value, str) and "://" in value else value
 
 
 def shown(name: str, value: str) -> str:

@@ -17,6 +17,7 @@ CachetasksError
 
 from __future__ import annotations
 
+from .printable import printable
 from .ref import FileRef
 
 
@@ -48,7 +49,8 @@ class StorageError(CachetasksError):
     """Reading from storage failed: `reason`, and the file it concerns when there is one."""
 
     def __init__(self, reason: str, ref: FileRef | None = None) -> None:
-        super().__init__(f"{ref.key}: {reason}" if ref else reason)
+        # Names and servers' reasons come from outside: escaped, the message is one printable line.
+        super().__init__(printable(f"{ref.key}: {reason}" if ref else reason))
         self.reason = reason
         self.ref = ref
 

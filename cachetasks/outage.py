@@ -8,6 +8,9 @@ import time
 from collections.abc import Callable
 
 from .errors import first_line
+from .printable import printable
+
+OUTAGE_LOG_EVERY = 10.0  # seconds between reports of a dependency that stays down (the README's promise)
 
 
 class OutageLog:
@@ -42,7 +45,7 @@ class OutageLog:
             self._last_report, self._failing = now, True
             earlier, self._unreported = self._unreported, 0
         more = f" ({earlier} more since the last report)" if earlier else ""
-        detail = exc if isinstance(exc, str) else describe(exc)
+        detail = printable(exc) if isinstance(exc, str) else describe(exc)
         self.logger.warning("%s: %s%s", self.failing, detail, more)
 
     def succeeded(self) -> None:
@@ -56,5 +59,5 @@ class OutageLog:
 
 
 def describe(exc: BaseException) -> str:
-    """The error's class and first line: redis-py names host and port, never the password."""
-    return f"{type(exc).__name__}: {first_line(exc)}"
+    """The error's class and first line, escaped: redis-py names host and port, never the password."""
+    return f"{type(exc).__name__}: {printable(first_line(exc))}"

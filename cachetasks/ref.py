@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
+from .printable import printable
+
 PREFIX = "cachetasks:"  # the service's own keys live under it; no bucket may start with it
 MAX_PART_BYTES = 1024
 _PARENT = re.compile(r"(^|[/\\])\.\.($|[/\\])")
@@ -18,6 +20,11 @@ class FileRef(NamedTuple):
     @property
     def key(self) -> str:
         return cache_key(self.bucket, self.location)
+
+    @property
+    def shown(self) -> str:
+        """The cache key as a log line shows it: escaped, so that a name cannot forge or hide a line."""
+        return printable(self.key)
 
 
 def cache_key(bucket: str, location: str) -> str:

@@ -144,7 +144,7 @@ class Settings:
         conf = EnvReader(env).path(ragflow_conf.CONF_VARIABLE)
         p = EnvReader(env, ragflow_conf.fallbacks(conf, env) if conf else None)
         settings = cls(
-            broker_url=p.url("CELERY_BROKER_URL", cls.broker_url, schemes=("redis", "rediss")),
+            broker_url=p.broker_url("CELERY_BROKER_URL", cls.broker_url),
             redis_url=p.url("CACHETASKS_REDIS_URL", cls.redis_url, schemes=("redis", "rediss", "unix")),
             data_dir=Path(p.text("CACHETASKS_DATA_DIR", str(cls.data_dir))),
             database_url=_database_url(p, "CACHETASKS_DATABASE_URL"),

@@ -30,6 +30,7 @@ class Fault:
     """
 
     status: int | None = None
+    code: str = "InjectedFault"  # the S3 error code answered with `status`, e.g. AccessDenied
     reset: bool = False
     stall: float = 0.0
     key_contains: str = ""
@@ -133,7 +134,7 @@ def _handler_for(proxy: S3Proxy) -> type[BaseHTTPRequestHandler]:
                 self.connection.close()
                 return None
             if fault and fault.status:
-                payload = f"<Error><Code>InjectedFault</Code><Message>{fault.status}</Message></Error>".encode()
+                payload = f"<Error><Code>{fault.code}</Code><Message>{fault.status}</Message></Error>".encode()
                 self.send_response(fault.status)
                 self.send_header("Content-Type", "application/xml")
                 self.send_header("Content-Length", str(len(payload)))

@@ -3,6 +3,7 @@
 `Cache` offers every operation the collector, the copies and `status` need; its parts are:
 
 - `claims`   which copy may fetch a file; what a collect or `status` finds (`states`)
+- `backlog`  claims kept while their copies wait in the broker's queue
 - `store`    writes: whole values with a TTL, never a part, never over another value
 - `ledger`   the keys this service wrote and the bytes they hold
 - `memory`   how close Redis is to its maxmemory
@@ -21,12 +22,13 @@ from collections.abc import Iterator
 import redis
 
 from ..ref import FileRef
+from .backlog import Backlog
 from .claims import Begun, Claims, ScanResult, Source
 from .keeper import ClaimKeeper, Held
 from .keys import LAST_COLLECT
 from .ledger import Ledger
 from .lock import exclusive
-from .memory import MemoryGauge
+from .memory import MemoryGauge, footprint
 from .scripts import Scripts
 from .states import FileState, SkipReason
 from .store import Writes
@@ -34,18 +36,20 @@ from .store import Writes
 __all__ = ["Begun", "Cache", "FileState", "ScanResult", "SkipReason", "Source"]
 
 
-class Cache(Claims, Writes, Ledger):
+class Cache(Claims, Backlog, Writes, Ledger):
     """Cache operations on one binary-safe Redis client (see `cache.client.make_redis`)."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, *, memory: MemoryGauge | None = None) -> None:
         self.client = client
         self.scripts = Scripts(client)
-        self._memory = MemoryGauge(client)
+        self._memory = memory or MemoryGauge(client, self.scripts)
         self._keeper: ClaimKeeper | None = None
 
-    def redis_full(self, needed: int, *, reserve: bool = True) -> bool:
-        """Would writing `needed` bytes (0: unknown) take Redis near its maxmemory? If not, count them as promised."""
-        return self._memory.full(needed, reserve=reserve)
+    def redis_full(self, size: int, *, chunk: int, promise: FileRef | None = None) -> bool:
+        """Would a file of `size` bytes (0: unknown) written in chunks of `chunk` take Redis near its maxmemory,
+        counting the room promised to copies in flight? If not, with `promise` (whose claim the caller holds),
+        the room is promised to its copy until the claim ends."""
+        return self._memory.full(footprint(size, chunk), promise_for=promise and promise.key)
 
     def keep(self, ref: FileRef, owner: str, ttl: int) -> contextlib.AbstractContextManager[None]:
         """Keep `owner`'s claim on `ref` alive while the block runs (one renewing thread per process)."""

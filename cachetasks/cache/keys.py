@@ -10,8 +10,12 @@ from ..ref import PREFIX as PREFIX
 
 INFLIGHT = PREFIX + "inflight:"  # + cache key; value QUEUED, or the id of the task copying it
 QUEUED = "queued"  # a claim taken by the collect that enqueued the copy (written as such by scan.lua)
+QUEUED_COPIES = PREFIX + "queued-copies"  # how many copies collects have ever queued: the number of the last
+WAITING = PREFIX + "waiting"  # sorted set: cache key -> the number of its copy, while its message may still wait
+WAITING_DUE = PREFIX + "waiting-due"  # sorted set: cache key -> when (ms) its waiting copy's claim is renewed
 SKIP = PREFIX + "skip:"  # + cache key; value: why the file is not tried again for a while
 ROOM = PREFIX + "room:"  # + cache key; value: the bytes a file skipped for lack of room needs
+PROMISED = PREFIX + "promised"  # hash: cache key -> bytes of Redis's memory promised to the copy claiming it
 TMP = PREFIX + "tmp:"  # + random; a value being streamed in, renamed into place when complete
 OWNED = PREFIX + "owned"  # sorted set: cache keys this service wrote, scored by expiry (ms)
 SIZES = PREFIX + "sizes"  # hash: cache key -> bytes, for keys in OWNED and reservations

@@ -1,50 +1,86 @@
-"""Is Redis near its maxmemory? Asked before every copy, answered from one INFO per half second."""
+"""Is there room in Redis for a copy? Its maxmemory, what it uses, and the room promised to copies still writing.
+
+A copy promises itself the room its file will take before it writes a byte, in Redis, so
+that every worker process counts that room until the copy's claim ends, whatever INFO says
+meanwhile; `room.lua` reads INFO and the promises and decides in one step, so that two
+copies cannot both take the last room. Redis therefore never reaches its maxmemory through
+this service's own writes, and never evicts because of them.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
 
 import redis
 
+from .keys import INFLIGHT, PROMISED
+from .scripts import Scripts
+
+MiB = 1024 * 1024
 FILL_RATIO = 0.9  # leave Redis this much of its maxmemory, for the broker and its own overhead
 ASSUMED_AT_MOST = 0.05  # the share of maxmemory a file of unknown size is assumed to need, at most
+ASSUMED_FOR = 5.0  # seconds a refused file's size is assumed for files of unknown size
+NO_LIMIT_RECHECK = 5.0  # seconds between asks while Redis has no maxmemory (it can be set at run time)
+
+
+def footprint(size: int, chunk: int) -> int:
+    """The most Redis may hold, at its peak, for a file of `size` bytes written in chunks of `chunk`.
+
+    The allocator rounds a value up by a quarter at most; a value appended chunk by chunk is
+    grown a megabyte ahead; and the chunk being written waits in the connection's buffer.
+    """
+    if not size:
+        return 0
+    if size <= chunk:  # one SET
+        return size * 5 // 4 + size
+    return (size + MiB) * 5 // 4 + chunk
 
 
 class MemoryGauge:
-    """One INFO per `max_age` seconds per process, not one per copy.
+    """`full(needed, promise_for=key)`: one script call per question, answered for every process at once.
 
-    Between readings the bytes this process agreed to write are added to the last reading,
-    so a burst of copies cannot overshoot on a stale figure. A file of unknown size is
-    assumed to need as much as the last one refused, up to ASSUMED_AT_MOST of maxmemory:
-    once Redis is nearly full, files of the usual size are not opened in storage only to
-    learn that they do not fit either, while one huge file refused does not stop small ones.
+    A file of unknown size (0) is assumed to need as much as the last one refused within
+    ASSUMED_FOR seconds, up to ASSUMED_AT_MOST of maxmemory: while Redis stays nearly full,
+    files of the usual size are not opened in storage only to learn that they do not fit
+    either; once refusals stop, nothing is assumed, and a file that fits is cached.
     """
 
-    def __init__(self, client: redis.Redis, *, max_age: float = 0.5) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        scripts: Scripts,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        assume_for: float = ASSUMED_FOR,
+    ) -> None:
         self.client = client
-        self.max_age = max_age
+        self.scripts = scripts
+        self.clock = clock
+        self.assume_for = assume_for
         self._lock = threading.Lock()
-        self._read_at = -max_age
-        self._used = self._max = self._added = 0
-        self._refused = 0  # bytes of the last file refused for lack of room
+        self._max = 0  # maxmemory, as last seen
+        self._no_limit_until = float("-inf")  # until then, Redis is taken to have no maxmemory
+        self._refused, self._refused_at = 0, float("-inf")  # the room the last file refused needed, and when
 
-    def full(self, needed: int, *, reserve: bool = True) -> bool:
-        """True when writing `needed` more bytes (0: unknown) would take Redis past FILL_RATIO of its maxmemory.
-
-        Otherwise the bytes count as written until the next reading, unless `reserve` is False.
-        """
+    def full(self, needed: int, *, promise_for: str | None = None) -> bool:
+        """True when `needed` more bytes (0: unknown) would take Redis past FILL_RATIO of its maxmemory,
+        counting the room promised to copies in flight. Otherwise, with `promise_for` (a cache key whose
+        claim the caller holds), the room is promised to that copy until its claim ends."""
+        now = self.clock()
         with self._lock:
-            if time.monotonic() - self._read_at >= self.max_age:
-                info: dict[str, Any] = self.client.info("memory")
-                self._used, self._max = int(info["used_memory"]), int(info.get("maxmemory") or 0)
-                self._added, self._read_at = 0, time.monotonic()
+            if now < self._no_limit_until:
+                return False
+            assumed = needed
+            if not needed and now - self._refused_at < self.assume_for:
+                assumed = min(self._refused, int(self._max * ASSUMED_AT_MOST))
+        keys = [PROMISED] if promise_for is None or not needed else [PROMISED, promise_for]
+        fits, _, _, maxmemory = self.scripts.room(keys=keys, args=[assumed, FILL_RATIO, INFLIGHT])
+        with self._lock:
+            self._max = int(maxmemory)
             if not self._max:
-                return False
-            assumed = needed or min(self._refused, int(self._max * ASSUMED_AT_MOST))
-            if self._used + self._added + assumed <= self._max * FILL_RATIO:
-                self._added += needed if reserve else 0
-                return False
-            self._refused = needed or self._refused
-            return True
+                self._no_limit_until = now + NO_LIMIT_RECHECK
+            elif not fits and needed:
+                self._refused, self._refused_at = needed, now
+        return not fits

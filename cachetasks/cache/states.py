@@ -22,6 +22,9 @@ class SkipReason(enum.StrEnum):
     """Why a file is skipped: the value of its skip mark, and what a copy that skipped it reports."""
 
     MISSING = "missing"
+    FORBIDDEN = "forbidden"  # storage refuses this service the file (403, EACCES)
+    UNAVAILABLE = "unavailable"  # storage kept failing for it through every retry of a copy
+    ERROR = "error"  # a copy failed in a way nobody foresaw (its traceback is in the worker's log)
     TOO_LARGE = "too-large"
     INVALID = "invalid"
     CACHE_FULL = "cache-full"  # CACHETASKS_MAX_CACHE_BYTES reached

@@ -32,30 +32,38 @@ class Writes:
         """
         return len(value) if self.client.set(key, value, ex=ttl, nx=not replace) else None
 
-    def store(self, key: str, chunks: Iterator[bytes], *, ttl: int, tmp_ttl: int, replace: bool = False) -> int | None:
-        """Write the stream at `key` with `ttl`, all or nothing; None if a value was already there (or replace it).
+    def store(
+        self, key: str, chunks: Iterator[bytes], *, size: int, ttl: int, tmp_ttl: int, replace: bool = False
+    ) -> int | None:
+        """Write the stream at `key` with `ttl`, all or nothing; None if a value was already there (with
+        `replace`, the value there is replaced, in one step).
 
-        A value that fits in one chunk is one `SET NX EX`. A longer one is appended to a
-        temporary key (whose TTL is renewed as it grows) and renamed into place by a script,
-        so readers never see part of it and memory stays bounded by the chunk size. Commands
-        carry no pipeline so that a refused write (OOM) fails cheaply instead of echoing the
-        payload in the error.
+        A stream of one chunk (`size`, announced by storage, fits in the first; 0 if unknown) is
+        one `SET NX EX`. A longer one is appended to a temporary key (whose TTL is renewed as it grows) and
+        renamed into place by a script, so readers never see part of it. One chunk is held at a
+        time: each is let go before the next is read. Commands carry no pipeline so that a
+        refused write (OOM) fails cheaply instead of echoing the payload in the error.
         """
         first = next(chunks, b"")
-        second = next(chunks, None)
-        if second is None:
-            return self.put(key, first, ttl=ttl, replace=replace)
+        if len(first) >= size:  # every announced byte is here: normally the end of the stream
+            extra = next(chunks, None)
+            if extra is None:
+                return self.put(key, first, ttl=ttl, replace=replace)
+            chunks = itertools.chain((extra,), chunks)  # storage announced less than it sends
+            del extra
         tmp = TMP + uuid.uuid4().hex
         total = 0
         renewed = time.monotonic()
         try:
             self.client.set(tmp, first, ex=tmp_ttl)
             total = len(first)
-            for chunk in itertools.chain((second,), chunks):
+            del first
+            for chunk in chunks:
                 total += len(chunk)
                 # A temporary key that expired or was evicted comes back from APPEND shorter.
                 if self.client.append(tmp, chunk) != total:
                     raise CacheWriteLost(f"{key}: the partial value vanished while streaming")
+                del chunk
                 if time.monotonic() - renewed >= TMP_RENEW_EVERY:
                     renewed = time.monotonic()
                     self.client.expire(tmp, tmp_ttl)

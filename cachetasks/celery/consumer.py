@@ -14,12 +14,11 @@ from typing import Any
 from celery.worker.consumer import Consumer as CeleryConsumer
 from celery.worker.state import maybe_shutdown
 
-from ..outage import OutageLog
+from ..outage import OUTAGE_LOG_EVERY, OutageLog
 
 log = logging.getLogger(__name__)
 
 RECONNECT_EVERY = 1.0
-OUTAGE_LOG_EVERY = 10.0
 
 
 class Consumer(CeleryConsumer):  # type: ignore[misc]  # Celery ships no type hints

@@ -15,6 +15,7 @@ from .. import collector, copier, resources
 from ..cache import counters
 from ..errors import CatalogError, Transient
 from ..ref import FileRef
+from ..settings import FILES_QUEUE
 from .app import app, settings
 from .publish import publish_many
 
@@ -26,7 +27,15 @@ def collect() -> dict[str, float] | None:
     """Enqueue a copy of every ongoing file that is neither cached nor in flight."""
     s = settings()
     res = resources.get(s)
-    report = collector.collect(res.engine, res.cache, s, enqueue=enqueue_copies, addresses=res.addresses)
+    report = collector.collect(
+        res.engine,
+        res.cache,
+        s,
+        enqueue=enqueue_copies,
+        addresses=res.addresses,
+        waiting=files_waiting,
+        outages=collector.WORKER_OUTAGES,
+    )
     if report is None:
         return None
     counters.record_collect(res.redis, report.as_dict())
@@ -45,8 +54,7 @@ def cache_file(self: Task[Any, Any], bucket: str, location: str) -> str:
     except Transient as exc:
         res.recorder.record(f"error:{type(exc).__name__}", None, 0)
         if self.request.retries >= s.max_retries:
-            with contextlib.suppress(redis.RedisError):  # if Redis is down, the claim expires by itself
-                res.cache.release(ref, owner)
+            copier.give_up(res.cache, ref, exc, s, owner=owner)
             raise
         delay = get_exponential_backoff_interval(BACKOFF_FACTOR, self.request.retries, BACKOFF_MAX, full_jitter=True)
         with contextlib.suppress(redis.RedisError):
@@ -54,6 +62,11 @@ def cache_file(self: Task[Any, Any], bucket: str, location: str) -> str:
         raise self.retry(exc=exc, countdown=delay, max_retries=s.max_retries) from None
     res.recorder.record(copy.outcome.value, copy.written, time.perf_counter() - started)
     return copy.outcome.value
+
+
+def files_waiting() -> int:
+    """How many copy messages wait in the files queue."""
+    return int(resources.get(settings()).broker.llen(FILES_QUEUE))
 
 
 def enqueue_copies(refs: Sequence[FileRef]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib
 import json
 import logging
@@ -97,7 +98,8 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     from . import metrics
 
     s = _settings()
-    s = Settings(**{**s.__dict__, "metrics_port": args.port or s.metrics_port or 9808, "metrics_host": args.host})
+    port, host = args.port or s.metrics_port or 9808, args.host or s.metrics_host
+    s = dataclasses.replace(s, metrics_port=port, metrics_host=host)
     server, thread = metrics.serve(s)
     print(f"serving http://{s.metrics_host}:{s.metrics_port}/metrics (Ctrl-C stops)")
     with contextlib.suppress(KeyboardInterrupt):
@@ -148,7 +150,7 @@ def parser() -> argparse.ArgumentParser:
 
     m = _command(sub, "metrics", "serve the Prometheus metrics endpoint")
     m.add_argument("--port", type=int, default=0, help="port (default CACHETASKS_METRICS_PORT, else 9808)")
-    m.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    m.add_argument("--host", help="address to listen on (default CACHETASKS_METRICS_HOST, else 127.0.0.1)")
     m.set_defaults(func=cmd_metrics)
     return p
 

@@ -6,11 +6,11 @@ import dataclasses
 from collections.abc import Callable
 
 import sqlalchemy as sa
-from kombu.utils.url import maybe_sanitize_url
 
 from .. import catalog, storage
 from ..cache.client import make_redis
 from ..catalog import schema
+from ..environment import masked_url
 from ..errors import CachetasksError, first_line
 from ..settings import Settings
 
@@ -45,7 +45,7 @@ def _redis(settings: Settings, url: str, *, cache: bool) -> str:
     client = make_redis(url, timeout=settings.redis_timeout)
     try:
         client.ping()
-        where = str(maybe_sanitize_url(url))
+        where = masked_url(url)
         if not cache:
             return f"Redis at {where}"
         policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "?")
@@ -64,7 +64,8 @@ def _database(settings: Settings) -> str:
             if missing:
                 raise CachetasksError(f"missing tables: {', '.join(missing)} (python -m cachetasks initdb)")
         ongoing = catalog.ongoing(engine, window_seconds=settings.ongoing_window, sql=settings.ongoing_sql)
-        return f"{engine.url.render_as_string(hide_password=True)}: {len(ongoing.documents)} ongoing files"
+        where = masked_url(engine.url.render_as_string(hide_password=True))
+        return f"{where}: {len(ongoing.documents)} ongoing files"
     finally:
         engine.dispose()
 

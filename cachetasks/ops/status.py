@@ -41,7 +41,7 @@ def gather(engine: sa.Engine, cache: Cache, broker: redis.Redis, settings: Setti
     waiting = [(ms, ref) for ref, ms in seen.items() if ms is not None and states[ref] in WAITING]
     if waiting:
         ms, ref = min(waiting)
-        status.oldest_uncached, status.oldest_uncached_age = ref.key, round(time.time() - ms / 1000, 1)
+        status.oldest_uncached, status.oldest_uncached_age = ref.shown, round(time.time() - ms / 1000, 1)
     status.held_bytes = cache.stored_bytes()
     last = cache.last_collected()
     if last is not None:

@@ -8,9 +8,25 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import FileMissing, InvalidAddress, StorageUnavailable
+from ..errors import FileForbidden, FileMissing, InvalidAddress, StorageError, StorageUnavailable
 from ..ref import FileRef
 from .base import Blob, check_address
+
+MISSING = {errno.ENOENT, errno.ENOTDIR}
+FORBIDDEN = {errno.EACCES, errno.EPERM}
+INVALID = {errno.ELOOP, errno.ENAMETOOLONG}
+
+
+def os_error(exc: OSError, ref: FileRef) -> StorageError:
+    """What an OS error reading `ref` means: missing, forbidden, invalid, or (EIO, ESTALE, ...) worth another try."""
+    reason = f"{type(exc).__name__}: {exc.strerror or exc}"
+    if exc.errno in MISSING:
+        return FileMissing("no such file", ref)
+    if exc.errno in FORBIDDEN:
+        return FileForbidden(reason, ref)
+    if exc.errno in INVALID:
+        return InvalidAddress(f"cannot resolve: {reason}", ref)
+    return StorageUnavailable(f"{errno.errorcode.get(exc.errno or 0, '')} {reason}".strip(), ref)
 
 
 class LocalStorage:
@@ -23,10 +39,10 @@ class LocalStorage:
         candidate = self.root / bucket / location
         try:
             real = candidate.resolve(strict=True)
-        except FileNotFoundError:
-            raise FileMissing("no such file", ref) from None
-        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
-            raise InvalidAddress(f"cannot resolve: {type(exc).__name__}", ref) from None
+        except OSError as exc:
+            raise os_error(exc, ref) from None
+        except RuntimeError:  # a symlink loop, on Pythons that do not raise ELOOP
+            raise InvalidAddress("cannot resolve: a symlink loop", ref) from None
         if not real.is_relative_to(self.root):
             raise InvalidAddress("resolves outside the storage root", ref)
         return real
@@ -38,13 +54,15 @@ class LocalStorage:
             # O_NOFOLLOW: the resolved path has no link left; refuse one swapped in since.
             # O_NONBLOCK: opening a FIFO must not wait for a writer (regular files ignore it).
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except FileNotFoundError:
-            raise FileMissing("no such file", ref) from None
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise InvalidAddress("is a symlink", ref) from None
-            raise StorageUnavailable(f"{type(exc).__name__}: {exc.strerror}", ref) from None
-        info = os.fstat(fd)
+            raise os_error(exc, ref) from None
+        try:
+            info = os.fstat(fd)
+        except OSError as exc:
+            os.close(fd)
+            raise os_error(exc, ref) from None
         if not stat.S_ISREG(info.st_mode):
             os.close(fd)
             raise InvalidAddress("is not a regular file", ref)
@@ -52,8 +70,15 @@ class LocalStorage:
         version = _version(info)
 
         def chunks() -> Iterator[bytes]:
-            while block := handle.read(chunk_size):
+            while True:
+                try:
+                    block = handle.read(chunk_size)
+                except OSError as exc:
+                    raise os_error(exc, ref) from None
+                if not block:
+                    break
                 yield block
+                del block  # not held while the next one is read
             # Rewritten in place while it was read (a rename leaves this file as it was): what was
             # read may mix two contents, so it must not be published.
             if _version(os.fstat(handle.fileno())) != version:
@@ -66,10 +91,8 @@ class LocalStorage:
         ref = FileRef(bucket, location)
         try:
             info = os.stat(path, follow_symlinks=False)
-        except FileNotFoundError:
-            raise FileMissing("no such file", ref) from None
         except OSError as exc:
-            raise StorageUnavailable(f"{type(exc).__name__}: {exc.strerror}", ref) from None
+            raise os_error(exc, ref) from None
         if stat.S_ISLNK(info.st_mode):  # swapped in since the path was resolved, as `open` refuses it
             raise InvalidAddress("is a symlink", ref)
         if not stat.S_ISREG(info.st_mode):

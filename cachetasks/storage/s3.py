@@ -16,7 +16,7 @@ import botocore.config
 import botocore.exceptions as bce
 import urllib3.exceptions
 
-from ..errors import FileMissing, InvalidAddress, StorageError, StorageUnavailable, first_line
+from ..errors import FileForbidden, FileMissing, InvalidAddress, StorageError, StorageUnavailable, first_line
 from ..ref import FileRef
 from .base import Blob, check_address
 from .layouts import S3Layout
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 AddressingStyle = Literal["auto", "virtual", "path"]
 MISSING_CODES = {"NoSuchKey", "NoSuchBucket", "404", "NotFound"}
+FORBIDDEN_CODES = {"AccessDenied", "AllAccessDisabled", "AccountProblem", "403", "Forbidden"}
 INVALID_CODES = {"InvalidBucketName", "KeyTooLongError", "InvalidArgument", "InvalidObjectName"}
 _STREAM_ERRORS = (bce.BotoCoreError, urllib3.exceptions.HTTPError, OSError)
 
@@ -85,10 +86,16 @@ class S3Storage:
         body = response["Body"]
 
         def chunks() -> Iterator[bytes]:
-            try:
-                yield from body.iter_chunks(chunk_size)
-            except _STREAM_ERRORS as exc:
-                raise StorageUnavailable(f"read failed: {type(exc).__name__}", ref) from None
+            # Not botocore's iter_chunks, which holds each chunk while it reads the next.
+            while True:
+                try:
+                    block = body.read(chunk_size)
+                except _STREAM_ERRORS as exc:
+                    raise StorageUnavailable(f"read failed: {type(exc).__name__}", ref) from None
+                if not block:
+                    return
+                yield block
+                del block
 
         return Blob(int(response.get("ContentLength") or 0), chunks(), body.close, version=_etag(response))
 
@@ -143,6 +150,8 @@ def _translate(exc: bce.ClientError, ref: FileRef | None = None) -> StorageError
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     if code in MISSING_CODES or status == 404:
         return FileMissing(code or "not found", ref)
+    if code in FORBIDDEN_CODES or status == 403:
+        return FileForbidden(code or "403 Forbidden", ref)
     if code in INVALID_CODES:
         return InvalidAddress(f"rejected by S3: {code}", ref)
     return StorageUnavailable(f"S3 error {code or status}", ref)

@@ -205,7 +205,8 @@ def test_hold_extends_only_its_own_claim(cache: Cache) -> None:
 
 
 def store_(cache: Cache, chunks: Iterator[bytes], *, tmp_ttl: int = INFLIGHT_TTL) -> int | None:
-    return cache.store(MISSING.key, chunks, ttl=TTL, tmp_ttl=tmp_ttl)
+    """Store a stream of unknown size (0: the first chunk may be all of it)."""
+    return cache.store(MISSING.key, chunks, size=0, ttl=TTL, tmp_ttl=tmp_ttl)
 
 
 def test_a_single_chunk_is_stored_with_the_ttl(cache: Cache) -> None:
@@ -365,7 +366,7 @@ def test_a_temporary_key_evicted_mid_stream_never_publishes_a_truncated_value(sm
     chunks = [bytes([i]) * (256 * 1024) for i in range(8)]  # 2 MiB: Redis evicts the growing temporary key
     # When
     try:
-        size = cache.store(MISSING.key, iter(chunks), ttl=TTL, tmp_ttl=INFLIGHT_TTL)
+        size = cache.store(MISSING.key, iter(chunks), size=len(chunks) * len(chunks[0]), ttl=TTL, tmp_ttl=INFLIGHT_TTL)
     except (redis.RedisError, CacheWriteLost):
         size = None
     # Expect

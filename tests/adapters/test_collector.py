@@ -17,7 +17,7 @@ from redis.retry import Retry
 from cachetasks import catalog
 from cachetasks.cache import Cache, SkipReason
 from cachetasks.cache.keys import COLLECT_LOCK, inflight_key
-from cachetasks.collector import CollectReport, collect
+from cachetasks.collector import CollectReport, Outages, collect
 from cachetasks.errors import CacheUnavailable, CatalogError
 from cachetasks.ops.demo import LinkedFile, finish_document, insert_document
 from cachetasks.ref import FileRef
@@ -182,6 +182,39 @@ def test_claims_are_released_when_the_copies_cannot_be_enqueued(sqlite_engine: s
     assert queue.refs == [FileRef("kb1", "doc.pdf")]
 
 
+def test_claims_of_copies_waiting_in_the_queue_outlive_their_ttl_and_lapse_once_their_messages_left(
+    sqlite_engine: sa.Engine, cache: Cache
+) -> None:
+    """1 s claims, a queue nobody consumes for 2.5 s: nothing queued twice; then two messages taken by a worker
+    that died: those two lapse and are queued again, the third still waits, claimed."""
+    # Given three new files, and a queue that holds what collects put in it until told it was consumed
+    for name in ("a.pdf", "b.pdf", "c.pdf"):
+        add(sqlite_engine, name)
+    queue, consumed = Queue(), [0]
+
+    def waiting() -> int:
+        return len(queue.refs) - consumed[0]
+
+    def collect_for(seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            collect(sqlite_engine, cache, Settings(**{**SETTINGS.__dict__, "inflight_ttl": 1}), queue, waiting=waiting)
+            time.sleep(0.2)
+
+    # When collects run every 0.2 s for 2.5 s while the three copies wait
+    collect_for(2.5)
+    # Expect each queued once, still claimed
+    assert sorted(queue.refs) == [FileRef("kb1", n) for n in ("a.pdf", "b.pdf", "c.pdf")]
+    assert cache.client.exists(*(inflight_key(f"kb1/{n}") for n in ("a.pdf", "b.pdf", "c.pdf"))) == 3
+    # When a worker takes the first two messages and dies before starting them
+    first_two, third = queue.refs[:2], queue.refs[2]
+    consumed[0] = 2
+    collect_for(2.0)
+    # Expect those two queued again, once each, and the third still waiting, claimed
+    assert sorted(queue.refs[3:]) == sorted(first_two)
+    assert cache.client.exists(inflight_key(third.key))
+
+
 def test_a_collect_while_another_holds_the_lock_does_nothing(sqlite_engine: sa.Engine, cache: Cache) -> None:
     """Collects never overlap: with the lock taken, collect returns None, claims and enqueues nothing."""
     add(sqlite_engine, "doc.pdf")
@@ -241,6 +274,26 @@ def test_a_failing_database_is_a_catalog_error_and_leaves_no_lock(cache: Cache, 
     with pytest.raises(CatalogError):
         run(engine, cache, Queue())
     assert not cache.client.exists(COLLECT_LOCK)
+
+
+def test_a_database_outage_is_warned_about_once_per_interval_and_its_end_once(
+    sqlite_engine: sa.Engine, cache: Cache, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three failing collects make one WARNING naming the failure; the first good one after, one line saying so."""
+    # Given a database that cannot be opened, and one that works
+    down = catalog.make_engine(f"sqlite:///{tmp_path / 'no' / 'such' / 'folder.sqlite3'}", connect_timeout=1)
+    outages = Outages()
+    # When three collects fail, then one succeeds
+    with caplog.at_level(logging.INFO, logger="cachetasks"):
+        for _ in range(3):
+            with pytest.raises(CatalogError):
+                collect(down, cache, SETTINGS, Queue(), outages=outages)
+        collect(sqlite_engine, cache, SETTINGS, Queue(), outages=outages)
+    # Expect
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if "database" in r.getMessage()]
+    assert [level for level, _ in lines] == ["WARNING", "INFO"], lines
+    assert "CatalogError" in lines[0][1] and "unable to open database file" in lines[0][1]
+    assert lines[1][1] == "collects reach the task database again (2 more failures since the last report)"
 
 
 def test_an_unreachable_redis_is_cache_unavailable(sqlite_engine: sa.Engine) -> None:

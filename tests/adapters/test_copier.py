@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+import tracemalloc
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,14 +15,26 @@ from redis.retry import Retry
 
 from cachetasks.cache import Cache, FileState, SkipReason
 from cachetasks.cache.keys import inflight_key, room_key, skip_key
-from cachetasks.copier import Copy, copy_file
+from cachetasks.cache.memory import ASSUMED_FOR, MemoryGauge
+from cachetasks.copier import Copy, copy_file, give_up
 from cachetasks.errors import CacheUnavailable, StorageUnavailable
 from cachetasks.ref import FileRef
 from cachetasks.settings import Settings
-from cachetasks.storage import Blob, LocalStorage, MemoryStorage
+from cachetasks.storage import Blob, LocalStorage, MemoryStorage, Storage
 from testbed.servers import RedisServer, free_port
+from tests.conftest import AWS, storage_for
 
 DOC = FileRef("kb1", "reports/q3 résumé.pdf")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 OWNER = "task-1"
 SETTINGS = Settings(ttl=720, negative_ttl=60, inflight_ttl=30, chunk_bytes=1000)
 
@@ -228,19 +241,35 @@ def test_a_file_that_would_take_redis_near_its_maxmemory_is_redis_full_and_not_o
     assert server.client(1).info("stats")["evicted_keys"] == 0
 
 
+class FillsRedis(MemoryStorage):
+    """Storage whose stream, once under way, lets someone else fill Redis (after the room was judged)."""
+
+    def __init__(self, filler: redis.Redis, files: dict[FileRef, bytes]) -> None:
+        super().__init__(files)
+        self.filler = filler
+
+    def open(self, bucket: str, location: str, *, chunk_size: int) -> Blob:
+        blob = super().open(bucket, location, chunk_size=chunk_size)
+
+        def chunks() -> Iterator[bytes]:
+            for n, chunk in enumerate(blob.chunks):
+                if n == 1:
+                    for i in range(6):
+                        self.filler.set(f"filler-{i}", b"f" * 1024 * 1024)
+                yield chunk
+
+        return Blob(blob.size, chunks(), blob.close)
+
+
 def test_a_write_redis_refuses_is_refused_remembered_and_leaves_no_temporary_key(
-    redis_server_with: Callable[..., RedisServer], storage: MemoryStorage
+    redis_server_with: Callable[..., RedisServer],
 ) -> None:
-    """A noeviction Redis that others fill after the gauge looked refuses the write: 'refused', no partial value."""
-    # Given a Redis whose memory others have nearly filled after the gauge last looked
+    """A noeviction Redis that others fill while the file streams in refuses the write: 'refused', no partial value."""
+    # Given a Redis with room for the file, which others will fill once its copy is under way
     server = redis_server_with("--maxmemory", "16mb", "--maxmemory-policy", "noeviction")
     client = server.client(1)
     cache = Cache(client)
-    storage.put(*DOC, b"w" * (8 * 1024 * 1024))
-    assert not cache.redis_full(0)  # the gauge reads an empty Redis now, and trusts it for half a second
-    filler = server.client(2)
-    for i in range(5):
-        filler.set(f"filler-{i}", b"f" * 1024 * 1024)
+    storage = FillsRedis(server.client(2), {DOC: b"w" * (5 * 1024 * 1024)})
     # When
     done = copy(cache, storage, chunk_bytes=1024 * 1024)
     # Expect
@@ -248,6 +277,31 @@ def test_a_write_redis_refuses_is_refused_remembered_and_leaves_no_temporary_key
     assert client.get(skip_key(DOC.key)) == b"refused"
     assert not client.exists(DOC.key, inflight_key(DOC.key))
     assert [k for k in client.scan_iter() if b":tmp:" in k] == []
+
+
+def test_after_a_large_file_is_refused_a_small_one_that_fits_is_cached(
+    redis_server_with: Callable[..., RedisServer], storage: MemoryStorage
+) -> None:
+    """Redis nearly full: 1,000 bytes cached, 3 MiB redis-full, then 1,000 bytes of a new file cached, not refused."""
+    # Given a 64 MiB Redis that others have filled to within about 1.4 MiB of its threshold, and a clock
+    server = redis_server_with("--maxmemory", "64mb", "--maxmemory-policy", "volatile-lru")
+    filler = server.client(2)
+    while (left := 0.9 * 64 * 1024 * 1024 - 1.4 * 1024 * 1024 - int(filler.info("memory")["used_memory"])) > 0:
+        filler.set(f"filler-{filler.dbsize()}", b"f" * (512 * 1024 if left > 2 * 1024 * 1024 else 16 * 1024))
+    clock = Clock()
+    client = server.client(1)
+    cache = Cache(client, memory=MemoryGauge(client, Cache(client).scripts, clock=clock))
+    small, big, later = FileRef("kb1", "small.pdf"), FileRef("kb1", "big.pdf"), FileRef("kb1", "later.pdf")
+    storage.put(*small, b"s" * 1000)
+    storage.put(*big, b"b" * (3 * 1024 * 1024))
+    storage.put(*later, b"l" * 1000)
+    # When a small file, a large one, then (a few seconds on) another small one are copied
+    outcomes = [copy(cache, storage, small).outcome, copy(cache, storage, big).outcome]
+    clock.now += ASSUMED_FOR
+    outcomes.append(copy(cache, storage, later).outcome)
+    # Expect the large one refused, and both small ones cached
+    assert outcomes == [FileState.CACHED, SkipReason.REDIS_FULL, FileState.CACHED]
+    assert server.client(1).info("stats")["evicted_keys"] == 0
 
 
 # -- transient failures ----------------------------------------------------------------------------------------
@@ -273,3 +327,102 @@ def test_an_unreachable_redis_is_cache_unavailable(storage: MemoryStorage) -> No
     with pytest.raises(CacheUnavailable):
         copy(Cache(client), storage)
     assert storage.opens[DOC] == 0
+
+
+# -- names from outside in the logs -------------------------------------------------------------------------
+
+# Names a database row or a storage listing may hold, each able to forge or hide a log line if printed as is.
+HOSTILE = [
+    "a\n[2026-01-01 00:00:00,000: WARNING/MainProcess] forged.pdf",
+    "a\r\x1b[2Kcover.pdf",
+    "a\u2028b\x85c\x0bd.pdf",
+    "a\u202egpj.exe",
+]
+
+
+def _unprintable(text: str) -> list[str]:
+    """The characters of `text` a log line must not carry raw: controls, separators, format characters (bidi)."""
+    return [c for c in text if not c.isprintable() and c != " "]
+
+
+@pytest.mark.parametrize("location", HOSTILE, ids=["newline", "carriage-return-and-escape", "separators", "bidi"])
+def test_a_name_with_control_characters_is_logged_escaped_whether_cached_or_missing(
+    cache: Cache, storage: MemoryStorage, caplog: pytest.LogCaptureFixture, location: str
+) -> None:
+    """A location with a newline, an escape sequence or a separator shows escaped in every line the copies log."""
+    # Given one such file in storage and one missing
+    there, missing = FileRef("kb1", location), FileRef("kb1", "gone/" + location)
+    storage.put(*there, b"bytes")
+    # When both are copied
+    with caplog.at_level(logging.DEBUG, logger="cachetasks"):
+        outcomes = [copy(cache, storage, there).outcome, copy(cache, storage, missing).outcome]
+    # Expect both outcomes logged, each on one line with the name escaped
+    assert outcomes == [FileState.CACHED, SkipReason.MISSING]
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if "kb1/" in m]) == 2, messages
+    assert [m for m in messages if _unprintable(m)] == []
+
+
+def test_a_copy_that_gave_up_on_storage_is_remembered_and_warned_about_once_per_interval(
+    cache: Cache, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After its retries, a copy is remembered for the negative TTL; many giving up make one warning, then an end."""
+    # Given two copies whose storage kept failing through their retries
+    other = FileRef("kb1", "other.pdf")
+    for ref in (DOC, other):
+        with pytest.raises(StorageUnavailable):
+            copy(cache, Unavailable(), ref)
+    storage = MemoryStorage({other: b"back"})
+    # When both give up, then a copy succeeds
+    with caplog.at_level(logging.INFO, logger="cachetasks"):
+        for ref in (DOC, other):
+            give_up(cache, ref, StorageUnavailable("503 Service Unavailable", ref), SETTINGS, owner=OWNER)
+        cache.client.delete(skip_key(other.key))
+        assert copy(cache, storage, other) == Copy(FileState.CACHED, 4)
+    # Expect each remembered and its claim released
+    assert cache.client.get(skip_key(DOC.key)) == b"unavailable"
+    assert 59 <= cache.client.ttl(skip_key(DOC.key)) <= 60
+    assert not cache.client.exists(inflight_key(DOC.key), inflight_key(other.key))
+    # and one warning naming the first file and the reason, then one line when copies succeed again
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"copies gave up after their retries, e.g.: {DOC.key}: StorageUnavailable: {DOC.key}: 503 Service Unavailable "
+        "(not tried again for 60s)"
+    ]
+    assert [r.getMessage() for r in caplog.records if "again" in r.getMessage() and r.levelno == logging.INFO] == [
+        "copies succeed again (1 more failures since the last report)"
+    ]
+
+
+# -- the worker's memory ----------------------------------------------------------------------------------------
+
+MiB = 1024 * 1024
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_a_copy_holds_one_chunk_at_a_time_whatever_the_file_size(
+    cache: Cache, backend: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 40 MiB file in 4 MiB chunks: the copy's Python allocations peak under two chunks, not four."""
+    # Given a 40 MiB file in a local folder, or on the S3 server
+    chunk, data = 4 * MiB, bytes(range(256)) * (40 * MiB // 256)
+    storage: Storage
+    if backend == "local":
+        storage = LocalStorage(tmp_path)
+    else:
+        request.getfixturevalue("s3")
+        for name, value in AWS.items():  # boto3 reads its credentials from the environment
+            monkeypatch.setenv(name, value)
+        storage = storage_for(request.getfixturevalue("s3_env"))
+    storage.put(*DOC, data)
+    del data
+    # When it is copied, with allocations traced
+    tracemalloc.start()
+    try:
+        done = copy(cache, storage, chunk_bytes=chunk, max_file_bytes=64 * MiB)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Expect it cached, having held at most about one chunk (plus the client's own buffers) at a time
+    assert done == Copy(FileState.CACHED, 40 * MiB)
+    assert peak < 1.5 * chunk, f"the copy's allocations peaked at {peak / MiB:.1f} MiB"

@@ -6,8 +6,11 @@ stand-in (no emulator exists), the GCS emulator, OpenDAL over a folder and over 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,7 +22,7 @@ import pymysql
 import pytest
 from azure.storage.blob import ContainerClient
 
-from cachetasks.errors import FileMissing, InvalidAddress, StorageError, StorageUnavailable
+from cachetasks.errors import FileForbidden, FileMissing, InvalidAddress, StorageError, StorageUnavailable
 from cachetasks.ref import FileRef
 from cachetasks.settings import Settings
 from cachetasks.storage import LocalStorage, MemoryStorage, Storage, azure_blob, azure_datalake, gcs, opendal_store
@@ -27,6 +30,7 @@ from cachetasks.storage.encrypted import EncryptedStorage
 from cachetasks.storage.layouts import S3Layout
 from cachetasks.storage.s3 import S3Storage, make_client
 from testbed.datalake import CLIENT_ID, CLIENT_SECRET, TENANT_ID, DataLakeStub
+from testbed.processes import REPO
 from testbed.proxy import Fault, S3Proxy
 from testbed.servers import S3Server, free_port
 from testbed.storage_servers import AzuriteServer, GcsEmulator
@@ -505,6 +509,21 @@ def test_a_single_503_is_absorbed_by_the_clients_retry(proxied: S3Storage, s3_pr
     assert s3_proxy.gets["/kb1/doc.pdf"] == 2
 
 
+@pytest.mark.parametrize("code", ["AccessDenied", "AllAccessDisabled"])
+def test_an_object_s3_refuses_us_is_file_forbidden_and_asked_once(
+    proxied: S3Storage, s3_proxy: S3Proxy, code: str
+) -> None:
+    """403 (AccessDenied): permanent until someone changes a policy, so neither retried nor transient."""
+    # Given
+    s3_proxy.fail_next(10, Fault(status=403, code=code, key_contains="doc.pdf"))
+    # When
+    with pytest.raises(FileForbidden) as caught:
+        proxied.open("kb1", "doc.pdf", chunk_size=CHUNK)
+    # Expect
+    assert code in str(caught.value)
+    assert s3_proxy.gets["/kb1/doc.pdf"] == 1
+
+
 def test_a_reset_connection_is_storage_unavailable(proxied: S3Storage, s3_proxy: S3Proxy) -> None:
     """A connection reset on every attempt is StorageUnavailable."""
     s3_proxy.fail_next(10, Fault(reset=True, key_contains="doc.pdf"))
@@ -590,6 +609,51 @@ def test_open_closes_its_file_descriptor(root: Path) -> None:
             pass
     # Expect
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def _without_root_privilege() -> None:
+    """In a child about to run: drop the capabilities that let root read any file (no-op for others)."""
+    if os.geteuid() == 0:
+        libc = ctypes.CDLL(None, use_errno=True)
+        for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, from the bounding set
+            if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+                raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+_OPEN_AND_NAME_THE_ERROR = """
+import sys
+from cachetasks.storage import LocalStorage
+try:
+    with LocalStorage(sys.argv[1]).open(sys.argv[2], sys.argv[3], chunk_size=4) as blob:
+        b"".join(blob.chunks)
+except Exception as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+@pytest.mark.parametrize("unreadable", ["file", "bucket folder"])
+def test_a_local_file_the_os_refuses_us_is_file_forbidden(root: Path, unreadable: str) -> None:
+    """EACCES on the file or on its folder is FileForbidden (permanent, remembered), not invalid nor transient."""
+    # Given a file that the service's user may not read, or inside a folder it may not enter
+    (root / "kb1" / "doc.pdf").write_bytes(b"secret")
+    (root / "kb1" / "doc.pdf" if unreadable == "file" else root / "kb1").chmod(0)
+    # When a process without root's override opens it
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _OPEN_AND_NAME_THE_ERROR, str(root), "kb1", "doc.pdf"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            preexec_fn=_without_root_privilege,
+            check=False,
+        )
+    finally:
+        (root / "kb1").chmod(0o755)
+        (root / "kb1" / "doc.pdf").chmod(0o644)
+    # Expect
+    assert done.stdout.split(" ", 1)[0] == "FileForbidden", done.stdout + done.stderr
+    assert "kb1/doc.pdf" in done.stdout and "ermission" in done.stdout
 
 
 def test_check_fails_when_the_root_is_missing(tmp_path: Path) -> None:

@@ -130,7 +130,7 @@ def test_a_broken_custom_query_fails_each_collect_in_one_line_and_the_worker_kee
     procs.beat()
 
     def failures() -> list[str]:
-        return [x.message for x in log_lines(procs.log("worker")) if "CatalogError" in x.message]
+        return [x.message for x in log_lines(procs.log("worker")) if "raised expected: CatalogError" in x.message]
 
     # When it has tried a few collects
     wait_until(lambda: len(failures()) >= 3, timeout=30, what="three failed collects")

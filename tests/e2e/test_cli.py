@@ -345,6 +345,30 @@ def test_check_names_a_wrong_redis_password_and_never_prints_it(
     assert "wrong-secret" not in done.stdout + done.stderr
 
 
+def test_check_never_prints_a_password_given_as_a_query_parameter(
+    working: dict[str, str], pg_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """`?password=` in the cache's and the database's URLs (as redis-py and libpq take it): checked, never shown."""
+    # Given a private redis-server with a password, and both URLs carrying theirs as a query parameter
+    server = RedisServer(tmp_path_factory.mktemp("redis-auth"), args=("--requirepass", "query-secret")).start()
+    try:
+        settings = {
+            **working,
+            "CACHETASKS_REDIS_URL": server.url(1) + "?password=query-secret",
+            "CACHETASKS_DATABASE_URL": pg_url + "?password=db-query-secret",
+        }
+        # When
+        done = cachetasks(settings, "check")
+        _, checks = checks_by_name(settings)
+    finally:
+        server.stop()
+    # Expect the cache reached with its password, and neither password in the output
+    assert checks["cache"]["ok"], checks["cache"]
+    assert "password=***" in checks["cache"]["detail"]
+    assert "password=***" in checks["database"]["detail"], checks["database"]
+    assert "query-secret" not in done.stdout + done.stderr
+
+
 def test_check_names_a_missing_s3_bucket_and_exits_1(working: dict[str, str], s3_env: dict[str, str]) -> None:
     """In single-bucket mode, a bucket the S3 server does not have fails the storage check, naming the bucket."""
     # Given a fixed bucket that does not exist on a working S3 server

@@ -7,6 +7,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 
+import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -23,9 +24,9 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 FILES = {"a.txt": b"a" * 1000, "b.txt": b"b" * 20_000, "c.txt": bytes(range(256)) * 300}
 
 
-def scrape(port: int) -> Samples:
-    """Every sample of http://127.0.0.1:PORT/metrics, keyed by name and sorted labels."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+def scrape(port: int, host: str = "127.0.0.1") -> Samples:
+    """Every sample of http://HOST:PORT/metrics, keyed by name and sorted labels."""
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -113,3 +114,19 @@ def test_metrics_command_serves_the_same_counters_as_the_worker(
     assert from_command == scrape(worker_port)
     assert value(from_command, "cachetasks_files_cached_total") == 1
     assert value(from_command, "cachetasks_bytes_cached_total") == len(FILES["a.txt"])
+
+
+def test_metrics_command_listens_on_the_address_cachetasks_metrics_host_names(
+    env: dict[str, str], processes: Start
+) -> None:
+    """CACHETASKS_METRICS_HOST=127.0.0.2: the command serves there, and not on 127.0.0.1."""
+    # Given the setting, and no --host option
+    port = free_port()
+    procs = processes({**env, "CACHETASKS_METRICS_HOST": "127.0.0.2"})
+    # When the metrics command starts
+    procs.start("metrics", [sys.executable, "-m", "cachetasks", "metrics", "--port", str(port)])
+    # Expect it to answer on the address named, and only there
+    samples = wait_until(lambda: scrape(port, "127.0.0.2"), timeout=15, what="the metrics command on 127.0.0.2")
+    assert value(samples, "cachetasks_up") == 1  # type: ignore[arg-type]
+    with pytest.raises(OSError):
+        scrape(port, "127.0.0.1")

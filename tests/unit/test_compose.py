@@ -48,9 +48,18 @@ def services() -> dict[str, dict[str, Any]]:
     return found
 
 
-def procfile(name: str = "Procfile") -> dict[str, str]:
+RESPAWN = "python -m cachetasks.ops.respawn "  # the Procfile's wrapper: a process that exits is started again
+
+
+def procfile_lines(name: str = "Procfile") -> dict[str, str]:
+    """Each Procfile line's command as written, wrapper included."""
     lines = (ROOT / name).read_text().splitlines()
-    return dict(line.split(":", 1) for line in lines if re.match(r"^[A-Za-z0-9_-]+:", line))
+    return {k: v.strip() for k, v in (line.split(":", 1) for line in lines if re.match(r"^[A-Za-z0-9_-]+:", line))}
+
+
+def procfile(name: str = "Procfile") -> dict[str, str]:
+    """Each Procfile line's command, without the wrapper."""
+    return {k: v.removeprefix(RESPAWN) for k, v in procfile_lines(name).items()}
 
 
 def settings_variables() -> set[str]:
@@ -217,6 +226,13 @@ def test_exactly_one_beat_and_no_beat_inside_a_worker() -> None:
     assert not [line for line in everything if re.search(r"\s(-B|--beat)(\s|$)", line)]
 
 
+@pytest.mark.parametrize("name", ["Procfile", "Procfile.dev"])
+def test_every_process_is_started_again_when_it_exits_under_honcho_and_compose(name: str) -> None:
+    """honcho stops everything when one process exits: each line is wrapped; compose restarts its services."""
+    assert [role for role, line in procfile_lines(name).items() if not line.startswith(RESPAWN)] == []
+    assert {services()[role].get("restart") for role in CELERY_SERVICES} == {"unless-stopped"}
+
+
 def test_dev_procfile_runs_the_production_processes_plus_demo() -> None:
     """Procfile.dev (make run) has the production processes unchanged, plus the demo feeder."""
     dev = procfile("Procfile.dev")
@@ -371,7 +387,7 @@ def test_flower_requires_basic_auth_in_procfile_and_compose() -> None:
 
 def _stub_flower(env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
     """Run the Procfile's flower line through /bin/sh, as honcho does, with `echo` in place of celery."""
-    line = procfile()["flower"].strip()
+    line = procfile()["flower"]
     assert line.startswith("celery -A cachetasks flower ")
     stub = "echo " + line.removeprefix("celery -A cachetasks flower ")
     return subprocess.run(["sh", "-c", stub], env=dict(env), capture_output=True, text=True, timeout=10, check=False)

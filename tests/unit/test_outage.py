@@ -73,3 +73,22 @@ def test_successes_alone_log_nothing(clock: Clock, caplog: pytest.LogCaptureFixt
         outages.succeeded()
     # Expect
     assert caplog.records == []
+
+
+def test_an_error_naming_a_file_with_control_characters_is_reported_escaped(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An escape sequence or a line separator in an error or a detail (a file's name) shows escaped, on one line."""
+    # Given
+    outages = OutageLog(LOG, "storage failed", "storage answers again", 60.0, clock=clock)
+    # When
+    outages.failed(OSError("kb1/a\x1b[2K[fake] all good\u202e.pdf: I/O error"))
+    outages.failed("kb1/b\u2028c.pdf: refused")
+    clock.now += 61
+    outages.failed("kb1/b\u2028c.pdf: refused")
+    # Expect
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        "storage failed: OSError: kb1/a\\x1b[2K[fake] all good\\u202e.pdf: I/O error",
+        "storage failed: kb1/b\\u2028c.pdf: refused (1 more since the last report)",
+    ]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from cachetasks.environment import masked_url
 from cachetasks.errors import ConfigError
 from cachetasks.settings import EXTRAS, MiB, Settings
 
@@ -145,6 +146,19 @@ REFUSED_WITH_PASSWORD = [
     ("CACHETASKS_DATABASE_URL", f"oracle://scott:{SECRET}@db/orcl"),
     ("CACHETASKS_DATABASE_URL", f"postgresql://rag:{SECRET}@db:70000/rag"),
     ("CACHETASKS_S3_ENDPOINT_URL", f"ftp://key:{SECRET}@minio"),
+    ("CELERY_BROKER_URL", f"redis://cache:6379/0?password={SECRET}"),  # kombu cannot take it there
+]
+
+# Settings holding the password "s3cr3t-pw" in a URL, every way the clients accept one.
+SHOWN_WITH_PASSWORD = [
+    ("CACHETASKS_REDIS_URL", f"redis://:{SECRET}@cache:6379/1"),
+    ("CACHETASKS_REDIS_URL", f"rediss://cache:6380/1?ssl_cert_reqs=required&password={SECRET}"),
+    ("CACHETASKS_REDIS_URL", f"unix:///run/redis.sock?db=1&Password={SECRET}"),
+    ("CELERY_BROKER_URL", f"redis://user:{SECRET}@cache:6379/0"),
+    ("CACHETASKS_DATABASE_URL", f"postgresql://rag:{SECRET}@db:5432/rag"),
+    ("CACHETASKS_DATABASE_URL", f"postgresql://rag@db:5432/rag?password={SECRET}&sslmode=require"),
+    ("CACHETASKS_DATABASE_URL", f"postgresql://rag@db/rag?sslpassword={SECRET}"),
+    ("CACHETASKS_DATABASE_URL", f"mysql://rag@db/rag?password={SECRET}"),
 ]
 
 
@@ -234,6 +248,26 @@ def test_a_refused_url_never_echoes_its_password(name: str, url: str) -> None:
     assert name in str(caught.value)
     assert SECRET not in str(caught.value)
     assert SECRET not in "".join(traceback.format_exception(caught.value)), "nor in a chained exception"
+
+
+@pytest.mark.parametrize(("name", "url"), SHOWN_WITH_PASSWORD, ids=[u for _, u in SHOWN_WITH_PASSWORD])
+def test_the_settings_as_celery_shows_them_mask_a_password_in_the_userinfo_or_the_query(name: str, url: str) -> None:
+    """The settings' repr (what `celery inspect conf` and Flower show) keeps the URL but masks its password."""
+    # Given
+    settings = Settings.from_env({name: url})
+    # When
+    shown = repr(settings)
+    # Expect
+    assert SECRET not in shown
+    assert "***" in shown
+    assert url.split("://")[0] + "://" in shown
+
+
+def test_masking_leaves_a_url_without_a_password_as_it_is() -> None:
+    """Other query parameters, escapes included, are shown exactly as given."""
+    url = "rediss://cache:6380/1?ssl_cert_reqs=required&ssl_ca_certs=%2Fetc%2Fca.pem&db=1"
+    assert masked_url(url) == url
+    assert masked_url("postgresql://rag@db/rag?password=&x=1") == "postgresql://rag@db/rag?password=***&x=1"
 
 
 def test_collect_expires_is_five_intervals_but_never_under_five_seconds() -> None:
