@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import redis
@@ -12,19 +11,18 @@ import sqlalchemy as sa
 
 from . import catalog
 from .cache import Cache, FileState
+from .dispatch import Enqueue, dispatch
 from .errors import CacheUnavailable, first_line
-from .ref import FileRef, address_problem
 from .settings import Settings
 
 log = logging.getLogger(__name__)
-
-Enqueue = Callable[[Sequence[FileRef]], None]
 
 
 @dataclass(frozen=True)
 class CollectReport:
     ongoing: int
     enqueued: int
+    caught: int  # of those enqueued, files not cached (or cached for another document): a listener missed them
     cached: int
     in_flight: int
     skipped: int
@@ -71,16 +69,9 @@ def _collect(
     else:
         ongoing = catalog.ongoing(engine, window_seconds=settings.ongoing_window, sql=settings.ongoing_sql)
     refs = ongoing.documents
-    valid = [ref for ref in refs if not _unusable(ref)]
     fresh = {ref: refs[ref] for ref in ongoing.fresh if refs[ref]}
-    scan = cache.scan(valid, inflight_ttl=settings.inflight_ttl, ttl=settings.ttl, documents=fresh)
-    if scan.claimed:
-        try:
-            cache.want({ref: refs[ref] for ref in scan.claimed})
-            enqueue(scan.claimed)
-        except BaseException:
-            cache.unclaim(scan.claimed)
-            raise
+    dispatched = dispatch(cache, settings, refs, enqueue, check=fresh)
+    valid, scan = dispatched.valid, dispatched.scan
     cache.prune()
     if settings.evict_on_done:
         done = cache.owned() - {ref.key for ref in valid}
@@ -90,6 +81,7 @@ def _collect(
     report = CollectReport(
         ongoing=len(refs),
         enqueued=len(scan.claimed),
+        caught=dispatched.caught,
         cached=scan.counts[FileState.CACHED],
         in_flight=scan.counts[FileState.IN_FLIGHT],
         skipped=scan.counts[FileState.SKIPPED],
@@ -110,22 +102,3 @@ def _collect(
         report.seconds,
     )
     return report
-
-
-# Ongoing files stay ongoing for many cycles: judge each address once, warn about it once.
-_verdicts: dict[FileRef, str | None] = {}
-_VERDICTS_MAX = 500_000
-
-
-def _unusable(ref: FileRef) -> bool:
-    """True for an address no backend may read; warned about once per process, not every second."""
-    try:
-        return _verdicts[ref] is not None
-    except KeyError:
-        pass
-    if len(_verdicts) >= _VERDICTS_MAX:
-        _verdicts.clear()
-    problem = _verdicts[ref] = address_problem(*ref)
-    if problem:
-        log.warning("ignoring ongoing file %.200r / %.200r: %s", ref.bucket, ref.location, problem)
-    return problem is not None

@@ -64,6 +64,7 @@ class Begun(NamedTuple):
 class ScanResult:
     claimed: list[FileRef] = field(default_factory=list)
     counts: Counter[FileState] = field(default_factory=Counter)
+    rechecks: int = 0  # of the claimed, cached files whose copy only checks storage's version
 
 
 class Claims:
@@ -90,7 +91,8 @@ class Claims:
         for batch in batched(refs):
             keys = [SIZES, HELD, OWNED, SOURCES, EVICTED, *(ref.key for ref in batch)]
             wants = [documents.get(ref, "") for ref in batch] if documents else [""] * len(batch)
-            counts, claimed = self.scripts.scan(keys=keys, args=[*args, *wants])
+            counts, claimed, rechecks = self.scripts.scan(keys=keys, args=[*args, *wants])
+            result.rechecks += int(rechecks)
             for state, n in zip(counts[::2], counts[1::2], strict=True):
                 result.counts[FileState(_text(state))] += int(n)
             result.claimed.extend(batch[int(position) - 1] for position in claimed)

@@ -29,12 +29,14 @@ def bucket_field(name: str, buckets: tuple[float, ...], seconds: float) -> str:
 
 
 def record_collect(client: redis.Redis, report: Mapping[str, float]) -> None:
-    """Count a finished collect: hits (already cached), misses (enqueued), its duration, and its report."""
+    """Count a finished collect: hits (already cached), misses (enqueued) and of those the files it caught
+    (neither cached nor claimed by the listener), its duration, and its report."""
     with contextlib.suppress(redis.RedisError), client.pipeline(transaction=False) as pipe:
         seconds = float(report["seconds"])
         pipe.hincrby(METRICS, "collects", 1)
         pipe.hincrby(METRICS, "hits", int(report["cached"]))
         pipe.hincrby(METRICS, "misses", int(report["enqueued"]))
+        pipe.hincrby(METRICS, "caught", int(report["caught"]))
         pipe.hincrby(METRICS, bucket_field("collect_seconds", COLLECT_BUCKETS, seconds), 1)
         pipe.hincrbyfloat(METRICS, "collect_seconds:sum", seconds)
         pipe.hset(LAST_REPORT, mapping={k: str(v) for k, v in report.items()})
