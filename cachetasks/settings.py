@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .ref import PREFIX
 
 MiB = 1024 * 1024
 STORAGE_BACKENDS = ("local", "s3")
@@ -51,6 +52,7 @@ class Settings:
     evict_on_done: bool = False
     metrics_port: int = 0  # 0: no metrics endpoint in this process
     metrics_host: str = "127.0.0.1"
+    task_streams: tuple[str, ...] | None = None  # None: RAGFlow's streams found in the cache's Redis; (): none
 
     def __repr__(self) -> str:
         # Celery shows its configuration (`inspect conf`, Flower), and this object is part of it.
@@ -104,6 +106,7 @@ class Settings:
             evict_on_done=p.boolean("CACHETASKS_EVICT_ON_DONE", cls.evict_on_done),
             metrics_port=p.integer("CACHETASKS_METRICS_PORT", cls.metrics_port, minimum=0, maximum=65535),
             metrics_host=p.text("CACHETASKS_METRICS_HOST", cls.metrics_host),
+            task_streams=p.stream_names("CACHETASKS_TASK_STREAMS"),
         )
         if settings.storage == "s3" and not (settings.s3_endpoint_url or settings.s3_region):
             raise ConfigError(
@@ -171,6 +174,25 @@ class _Reader:
         if maximum is not None and value > maximum:
             raise ConfigError(f"{name}={raw!r} must be at most {maximum}")
         return value
+
+    def stream_names(self, name: str) -> tuple[str, ...] | None:
+        """None when unset (find RAGFlow's), () for `none`, else the comma-separated names, each once."""
+        raw = self.optional(name)
+        if raw is None:
+            return None
+        if raw.lower() == "none":
+            return ()
+        names = [part.strip() for part in raw.split(",")]
+        for stream in names:
+            if not stream:
+                raise ConfigError(f"{name} has an empty stream name (names are separated by commas)")
+            if not stream.isprintable():
+                raise ConfigError(f"{name}: the stream name {stream!r} has control characters")
+            if stream.startswith(PREFIX):
+                raise ConfigError(
+                    f"{name}: the stream name {stream!r} starts with {PREFIX!r}, the service's own prefix"
+                )
+        return tuple(dict.fromkeys(names))
 
     def url(self, name: str, default: str, *, schemes: tuple[str, ...]) -> str:
         return self.optional_url(name, schemes=schemes) or default
