@@ -1,7 +1,8 @@
 """The service's counters, kept in Redis so that one metrics endpoint speaks for every process.
 
 Copies are counted in memory and added once a second from one thread (counting a copy must
-not cost it a round trip); a collect adds its counts and report at its end. The exporter in
+not cost it a round trip); a collect adds its counts and report at its end, the listener its
+counts with each batch it handled. The exporter in
 `ops.metrics` reads them at scrape time.
 """
 
@@ -12,7 +13,7 @@ import collections
 import contextlib
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import redis
 
@@ -41,6 +42,15 @@ def record_collect(client: redis.Redis, report: Mapping[str, float]) -> None:
         pipe.hincrbyfloat(METRICS, "collect_seconds:sum", seconds)
         pipe.hset(LAST_REPORT, mapping={k: str(v) for k, v in report.items()})
         pipe.execute()
+
+
+def record_listener(
+    client: redis.Redis | redis.client.Pipeline, messages: Iterable[tuple[str, int]], files: int
+) -> None:
+    """Count a batch the listener handled: its messages by outcome, and the copies it enqueued."""
+    for outcome, n in messages:
+        client.hincrby(METRICS, f"listener:{outcome}", n)
+    client.hincrby(METRICS, "listener:files", files)
 
 
 class CopyRecorder:
