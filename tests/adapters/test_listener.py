@@ -95,8 +95,8 @@ def add(engine: sa.Engine, location: str, **columns: Any) -> str:
         return insert_document(conn, kb_id="kb1", location=location, **columns)
 
 
-def counters(cache: Cache) -> dict[str, int]:
-    return {k.decode(): int(v) for k, v in cache.client.hgetall(METRICS).items()}
+def counters(cache: Cache) -> dict[str, float]:
+    return {k.decode(): float(v) for k, v in cache.client.hgetall(METRICS).items()}
 
 
 def test_a_queued_task_is_claimed_and_enqueued_and_ragflows_consumer_group_sees_nothing_of_it(
@@ -365,10 +365,7 @@ def test_status_and_metrics_say_what_the_listener_enqueued_and_what_collect_caug
     queue_task(cache.client, task(early))
     turns(listening)
     with sqlite_engine.begin() as conn:
-        conn.execute(schema.document.insert().values(id=early, kb_id="kb1", type="pdf", location="late.pdf", run="1"))
-        conn.execute(
-            schema.task.insert().values(id=uuid.uuid1().hex, doc_id=early, create_time=int(time.time() * 1000))
-        )
+        insert_document(conn, kb_id="kb1", location="late.pdf", doc_id=early)
     report = collect(sqlite_engine, cache, SETTINGS, queue)
     assert report is not None and report.caught == 1
     record_collect(cache.client, report.as_dict())  # as the collect task does
