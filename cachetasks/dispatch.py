@@ -38,13 +38,17 @@ def dispatch(
     enqueue: Enqueue,
     *,
     check: Mapping[FileRef, str] | None = None,
+    collecting: bool = True,
 ) -> Dispatched:
     """Claim each file of `documents` (address -> the document ongoing there, '' if unknown) that needs a
     copy, note which document each copy is for, and enqueue the copies. A file named in `check` whose
     value was copied for another document is claimed too. If enqueueing fails, the claims are released.
+    Only a collect (`collecting`) starts a new period for telling files Redis evicted from deleted ones.
     """
     valid = [ref for ref in documents if not _unusable(ref)]
-    scan = cache.scan(valid, inflight_ttl=settings.inflight_ttl, ttl=settings.ttl, documents=check)
+    scan = cache.scan(
+        valid, inflight_ttl=settings.inflight_ttl, ttl=settings.ttl, documents=check, collecting=collecting
+    )
     if scan.claimed:
         try:
             cache.want({ref: documents[ref] for ref in scan.claimed})

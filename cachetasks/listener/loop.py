@@ -155,7 +155,7 @@ class Listener:
         ongoing = set(addresses.values())
         for document in announced:
             counts[Outcome.FILE if document in ongoing else Outcome.NOT_ONGOING] += 1
-        dispatched = dispatch(self.cache, self.settings, addresses, self.enqueue, check=addresses)
+        dispatched = dispatch(self.cache, self.settings, addresses, self.enqueue, check=addresses, collecting=False)
         handled = Handled(counts, dispatched.caught)
         with self.cache.client.pipeline(transaction=False) as pipe:
             cursors = self.streams.handled(entries, pipe)

@@ -7,7 +7,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -385,3 +385,36 @@ def test_status_and_metrics_say_what_the_listener_enqueued_and_what_collect_caug
     assert samples[("cachetasks_collect_caught_total", ())] == 1
     assert samples[("cachetasks_listener_messages_total", (("outcome", "not-ongoing"),))] == 1
     assert samples[("cachetasks_listeners", (("role", "active"),))] == 1
+
+
+def test_a_file_redis_evicted_is_not_copied_again_by_the_listener_nor_by_collect_after_it(
+    sqlite_engine: sa.Engine, redis_server_with: Callable[..., RedisServer]
+) -> None:
+    """The listener judges a vanished file by the evictions since the last collect, and leaves that count to
+    collect: a file Redis evicted waits for its TTL period, whoever looks at it first."""
+    # Given a cached file on a small Redis that evicts keys with a TTL, and a first collect
+    server = redis_server_with("--maxmemory", "4mb", "--maxmemory-policy", "volatile-lru")
+    cache = Cache(server.client(1))
+    doc = add(sqlite_engine, "doc.pdf")
+    ref = FileRef("kb1", "doc.pdf")
+    cache.put(ref.key, b"x" * 100_000, ttl=720)
+    cache.settle(ref, "task-1", stored=100_000, ttl=720)
+    queue = Queue()
+    collect(sqlite_engine, cache, SETTINGS, queue)
+    # When others' keys fill Redis and it evicts the file; then tasks are queued for its document again and
+    # for another one, and the listener handles them before the next collect
+    filler = server.client(2)
+    for i in range(60):
+        filler.set(f"filler-{i}", b"f" * 100_000, ex=600)
+    assert not cache.client.exists(ref.key) and filler.info("stats")["evicted_keys"] > 0
+    filler.flushdb()  # room again: nothing more is evicted from here on
+    other = add(sqlite_engine, "other.pdf")
+    listening = listener(sqlite_engine, cache, queue)
+    queue_task(cache.client, task(other))
+    turns(listening)
+    queue_task(cache.client, task(doc))
+    turns(listening)
+    report = collect(sqlite_engine, cache, SETTINGS, queue)
+    # Expect only the other file copied
+    assert queue.refs == [FileRef("kb1", "other.pdf")]
+    assert report is not None and (report.evicted, report.enqueued) == (1, 0)
