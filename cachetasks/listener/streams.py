@@ -87,8 +87,14 @@ class Streams:
             elif self.named is not None and name not in self._refused:
                 log.warning("not reading %.200r: the key holds a %s, not a stream", name, kind)
                 self._refused.add(name)
-        if found != self._found:
-            log.info("listening to %s", ", ".join(map(repr, found)) or "no stream")
+        if found and found != self._found:
+            log.info("reading %s", ", ".join(f"{name!r:.200}" for name in found))
+        elif not found and (self._found_at is None or self._found):
+            log.info(
+                "no task stream in the cache's Redis yet (looked for %s); looking again every %g s",
+                ", ".join(f"{name!r:.200}" for name in candidates),
+                FIND_EVERY,
+            )
         self._found, self._found_at = found, now
         return found
 
