@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,7 +19,7 @@ from cachetasks.cache.keys import METRICS, inflight_key
 from cachetasks.listener import Role, running
 from cachetasks.ops.demo import insert_document
 from testbed.observe import between, log_lines, problems
-from testbed.processes import Processes
+from testbed.processes import REPO, Processes
 from testbed.ragflow import Executor, queue_task, stream_name, task
 from testbed.servers import RedisServer, wait_until
 from tests.support.e2e import put_local
@@ -207,6 +209,22 @@ def test_a_standby_listener_takes_over_when_the_active_one_stops(
     assert time.monotonic() - stopped < 5
     assert [(p.node, p.role) for p in running(cache_client)] == [("second", Role.ACTIVE)]
     assert "stopped" in procs.log("first")
+    # and the healthcheck agrees: the second one answers, the first one no longer does
+    pings = {node: ping(procs, node) for node in ("second", "first")}
+    assert pings == {"second": 0, "first": 1}, pings
+
+
+def ping(procs: Processes, node: str) -> int:
+    """Exit code of `python -m cachetasks listen --ping -n NODE`, compose's healthcheck."""
+    done = subprocess.run(
+        [sys.executable, "-m", "cachetasks", "listen", "--ping", "-n", node],
+        cwd=REPO,
+        env=procs.env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    return done.returncode
 
 
 @pytest.fixture
