@@ -60,6 +60,7 @@ class Streams:
         self.window_ms = window_seconds * 1000
         self.clock = clock
         self.cursors: dict[str, str] = {}  # stream -> id of the last entry handled (or the start of the window)
+        self._handled: dict[str, str] = {}  # the cursors that are ids of entries handled, not a window's start
         self._found: list[str] = []
         self._found_at: float | None = None
         self._checked_at = -float("inf")
@@ -102,6 +103,7 @@ class Streams:
         """Forget where this process was: the next read continues from the ids kept in Redis (after a
         failover, another listener may have moved them on), or from the start of the ongoing window."""
         self.cursors.clear()
+        self._handled.clear()
 
     def read(self, streams: Sequence[str], *, block: float, count: int) -> list[Entry]:
         """The entries after each stream's cursor, up to `count` a stream, waiting up to `block` seconds for one."""
@@ -121,15 +123,17 @@ class Streams:
     def moved(self, cursors: dict[str, str]) -> None:
         """The cursors `handled` queued are in Redis: read on from them."""
         self.cursors.update(cursors)
+        self._handled.update(cursors)
 
     def check_resets(self, streams: Sequence[str]) -> None:
-        """Read again from the start of the window any stream whose last id is behind its cursor (at most
-        once every RESET_CHECK_EVERY seconds; a stream that does not exist is left until it does)."""
+        """Read again from the start of the window any stream whose last id is behind the last entry handled
+        from it (at most once every RESET_CHECK_EVERY seconds; a stream that does not exist is left until it
+        does). A stream read from the start of the window, whose entries are all older, has not gone back."""
         now = self.clock()
         if now - self._checked_at < RESET_CHECK_EVERY:
             return
         self._checked_at = now
-        known = [name for name in streams if name in self.cursors]
+        known = [name for name in streams if name in self._handled]
         with self.client.pipeline(transaction=False) as pipe:
             for name in known:
                 pipe.xinfo_stream(name)
@@ -140,17 +144,18 @@ class Streams:
             if isinstance(info, Exception):
                 raise info
             last = _text(info["last-generated-id"])
-            if id_order(last) < id_order(self.cursors[name]):
+            if id_order(last) < id_order(self._handled[name]):
                 start = self._window_start()
                 log.warning(
                     "stream %.200r went back (its last id %s is before %s, the last one read): "
                     "Redis restarted or the stream was made again; reading it from %s",
                     name,
                     last,
-                    self.cursors[name],
+                    self._handled[name],
                     start,
                 )
                 self.cursors[name] = start
+                del self._handled[name]
 
     def _load(self, streams: Sequence[str]) -> None:
         missing = [name for name in streams if name not in self.cursors]
@@ -159,8 +164,11 @@ class Streams:
         kept = self.client.hmget(LISTENER_CURSORS, missing)
         start = self._window_start()
         for name, saved in zip(missing, kept, strict=True):
-            cursor = _text(saved) if saved is not None else start
-            self.cursors[name] = max(cursor, start, key=id_order) if _is_id(cursor) else start
+            cursor = _text(saved) if saved is not None else ""
+            if _is_id(cursor) and id_order(cursor) > id_order(start):
+                self.cursors[name] = self._handled[name] = cursor
+            else:  # none kept, or older than the window: nothing before its start can be ongoing
+                self.cursors[name] = start
 
     def _window_start(self) -> str:
         """The first id of the ongoing window, on the Redis server's clock (stream ids are made with it)."""

@@ -254,6 +254,28 @@ def test_a_stream_whose_ids_went_back_is_read_again_from_the_start_of_the_window
     assert queue.refs == [FileRef("kb1", "before.pdf"), FileRef("kb1", "after.pdf")]
 
 
+def test_a_stream_whose_entries_are_all_older_than_the_window_is_not_taken_for_one_that_went_back(
+    sqlite_engine: sa.Engine, cache: Cache, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A listener starting on a stream idle for an hour reads from the start of the window, finds nothing, says
+    nothing of a reset however often it checks, and handles the next task."""
+    # Given a stream whose last entry is two hours old
+    clock, queue = Clock(), Queue()
+    old = f"{int(time.time() * 1000) - 7_200_000}-0"
+    cache.client.xadd(stream_name(0), {"message": json.dumps(task(add(sqlite_engine, "old.pdf")))}, id=old)
+    listening = listener(sqlite_engine, cache, queue, clock=clock)
+    # When the listener takes turns, checking for resets each time
+    with caplog.at_level(logging.INFO, logger="cachetasks"):
+        for _ in range(3):
+            clock.now += 2
+            turns(listening)
+    queue_task(cache.client, task(add(sqlite_engine, "new.pdf")))
+    turns(listening)
+    # Expect
+    assert not [r for r in caplog.records if "went back" in r.getMessage()]
+    assert queue.refs == [FileRef("kb1", "new.pdf")]
+
+
 def test_one_listener_reads_the_other_stands_by_and_takes_over_when_it_stops(
     sqlite_engine: sa.Engine, cache: Cache
 ) -> None:
