@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import hashlib
 import os
 import shutil
 import signal
@@ -218,6 +219,11 @@ _INSERT = [
     FROM generate_series(:start, :stop) AS i, generate_series(0, :tasks - 1) AS p
     """,
 ]
+
+
+def document_id(bucket: str, i: int, prefix: str = "docs/f") -> str:
+    """The id of document `i`, as `insert_documents` makes it (md5 of its tag and number)."""
+    return hashlib.md5(f"{bucket}:{prefix}:{i}".encode()).hexdigest()
 
 
 def file_name(prefix: str, i: int, suffix: str = ".bin") -> str:

@@ -35,6 +35,7 @@ SCENARIOS = {
     7: "bench.s7_time_to_cache",
     8: "bench.s8_worker_memory",
     9: "bench.s9_duplicate_reads",
+    10: "bench.s10_listener",
 }
 
 

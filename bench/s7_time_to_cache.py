@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import threading
 import time
+from collections.abc import Callable
 
 from bench.lab import KiB, Lab, clear_documents, file_name, insert_documents, lab, put_s3
 from bench.measure import Summary, header, median, note, percentile, table, verdict
@@ -23,8 +24,12 @@ BUCKET = "kb7latency"
 TARGETS = {"p50": 1.0, "p95": 1.5, "max": 2.5}
 
 
-def measure(the_lab: Lab, count: int) -> list[float]:
-    """Insert `count` documents at RATE per second; return each one's insert -> readable delay."""
+def measure(the_lab: Lab, count: int, *, announce: Callable[[int], object] | None = None) -> list[float]:
+    """Insert `count` documents at RATE per second; return each one's insert -> readable delay.
+
+    `announce(i)`, if given, runs right after document i's commit, as RAGFlow queues a task after
+    committing its rows; the delay still starts at the commit.
+    """
     committed: dict[str, float] = {}
     lock = threading.Lock()
     done = threading.Event()
@@ -38,6 +43,8 @@ def measure(the_lab: Lab, count: int) -> list[float]:
                 with the_lab.engine.begin() as conn:
                     insert_documents(conn, bucket=BUCKET, start=i, count=1, size=SIZE)
                 at = time.perf_counter()
+                if announce is not None:
+                    announce(i)
                 with lock:
                     committed[f"{BUCKET}/{file_name('docs/f', i)}"] = at
         except BaseException as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import redis
@@ -12,14 +12,13 @@ import sqlalchemy as sa
 
 from . import catalog
 from .cache import Cache, FileState
+from .dispatch import Enqueue, dispatch
 from .errors import CacheUnavailable, CatalogError, first_line
 from .outage import OUTAGE_LOG_EVERY, OutageLog
-from .ref import FileRef, address_problem
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-Enqueue = Callable[[Sequence[FileRef]], None]
 Waiting = Callable[[], int]  # how many copy messages wait in the broker's queue
 
 
@@ -47,6 +46,7 @@ WORKER_OUTAGES = Outages()  # the worker process's, for its collects (Celery log
 class CollectReport:
     ongoing: int
     enqueued: int
+    caught: int  # of those enqueued, files not cached (or cached for another document): a listener missed them
     cached: int
     in_flight: int
     skipped: int
@@ -113,18 +113,9 @@ def _collect(
     else:
         ongoing = catalog.ongoing(engine, window_seconds=settings.ongoing_window, sql=settings.ongoing_sql)
     refs = ongoing.documents
-    valid = [ref for ref in refs if not _unusable(ref)]
     fresh = {ref: refs[ref] for ref in ongoing.fresh if refs[ref]}
-    scan = cache.scan(valid, inflight_ttl=settings.inflight_ttl, ttl=settings.ttl, documents=fresh)
-    if scan.claimed:
-        try:
-            cache.want({ref: refs[ref] for ref in scan.claimed})
-            enqueue(scan.claimed)
-        except BaseException:
-            cache.unclaim(scan.claimed)
-            raise
-        if waiting is not None:
-            cache.queued(scan.claimed, inflight_ttl=settings.inflight_ttl)
+    dispatched = dispatch(cache, settings, refs, enqueue, check=fresh, queued=waiting is not None)
+    valid, scan = dispatched.valid, dispatched.scan
     cache.prune()
     if settings.evict_on_done:
         done = cache.owned() - {ref.key for ref in valid}
@@ -134,6 +125,7 @@ def _collect(
     report = CollectReport(
         ongoing=len(refs),
         enqueued=len(scan.claimed),
+        caught=dispatched.caught,
         cached=scan.counts[FileState.CACHED],
         in_flight=scan.counts[FileState.IN_FLIGHT],
         skipped=scan.counts[FileState.SKIPPED],
@@ -154,22 +146,3 @@ def _collect(
         report.seconds,
     )
     return report
-
-
-# Ongoing files stay ongoing for many cycles: judge each address once, warn about it once.
-_verdicts: dict[FileRef, str | None] = {}
-_VERDICTS_MAX = 500_000
-
-
-def _unusable(ref: FileRef) -> bool:
-    """True for an address no backend may read; warned about once per process, not every second."""
-    try:
-        return _verdicts[ref] is not None
-    except KeyError:
-        pass
-    if len(_verdicts) >= _VERDICTS_MAX:
-        _verdicts.clear()
-    problem = _verdicts[ref] = address_problem(*ref)
-    if problem:
-        log.warning("ignoring ongoing file %.200r / %.200r: %s", ref.bucket, ref.location, problem)
-    return problem is not None

@@ -196,8 +196,8 @@ def _store(cache: Cache, blob: Blob, ref: FileRef, settings: Settings, owner: st
 
 def _checked(blob: Blob, ref: FileRef, limit: int) -> Iterator[bytes]:
     """The blob's chunks, one held at a time, stopped when they grow past `limit` (whatever storage
-    announced), and failed at their end unless they add up to the announced size: a file rewritten
-    while it was read is copied again, never published torn."""
+    announced), and failed at their end unless they add up to the size announced as exact: a file
+    rewritten while it was read is copied again, never published torn."""
     total = 0
     for chunk in blob.chunks:
         total += len(chunk)
@@ -205,5 +205,5 @@ def _checked(blob: Blob, ref: FileRef, limit: int) -> Iterator[bytes]:
             raise FileTooLarge(f"more than {limit} bytes", ref)
         yield chunk
         del chunk  # not held while the next one is read
-    if blob.size and total != blob.size:
+    if blob.exact and blob.size and total != blob.size:
         raise StorageUnavailable(f"read {total} bytes of the {blob.size} announced: it changed while read", ref)

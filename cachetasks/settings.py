@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from . import ragflow_conf
 from .environment import EnvReader, Source, check_url, masked
 from .errors import ConfigError
+from .ref import PREFIX
 
 MiB = 1024 * 1024
 STORAGE_BACKENDS = ("local", "s3", "azure_sas", "azure_spn", "gcs", "opendal")
@@ -106,6 +107,7 @@ class Settings:
     evict_on_done: bool = False
     metrics_port: int = 0  # 0: no metrics endpoint in this process
     metrics_host: str = "127.0.0.1"
+    task_streams: tuple[str, ...] | None = None  # None: RAGFlow's streams found in the cache's Redis; (): none
     # Where each variable that was set came from: the environment or RAGFlow's file (for `check`).
     sources: tuple[Source, ...] = dataclasses.field(default=(), compare=False, repr=False)
 
@@ -194,6 +196,7 @@ class Settings:
             evict_on_done=p.boolean("CACHETASKS_EVICT_ON_DONE", cls.evict_on_done),
             metrics_port=p.integer("CACHETASKS_METRICS_PORT", cls.metrics_port, minimum=0, maximum=65535),
             metrics_host=p.text("CACHETASKS_METRICS_HOST", cls.metrics_host),
+            task_streams=_stream_names(p, "CACHETASKS_TASK_STREAMS"),
             sources=tuple(p.sources.values()),
         )
         _validate_storage(settings)
@@ -248,6 +251,24 @@ def _database_url(p: EnvReader, name: str) -> str:
     if module is not None and importlib.util.find_spec(module) is None:
         raise ConfigError(f"{name}: the driver {backend}+{driver or DRIVERS[backend]} is not installed")
     return raw
+
+
+def _stream_names(p: EnvReader, name: str) -> tuple[str, ...] | None:
+    """None when unset (find RAGFlow's), () for `none`, else the comma-separated names, each once."""
+    raw = p.optional(name)
+    if raw is None:
+        return None
+    if raw.lower() == "none":
+        return ()
+    names = [part.strip() for part in raw.split(",")]
+    for stream in names:
+        if not stream:
+            raise ConfigError(f"{name} has an empty stream name (names are separated by commas)")
+        if not stream.isprintable():
+            raise ConfigError(f"{name}: the stream name {stream!r} has control characters")
+        if stream.startswith(PREFIX):
+            raise ConfigError(f"{name}: the stream name {stream!r} starts with {PREFIX!r}, the service's own prefix")
+    return tuple(dict.fromkeys(names))
 
 
 def canonical_backend(name: str) -> str:

@@ -1,4 +1,5 @@
-"""cachetasks as a user runs it: `celery -A cachetasks worker|beat` processes from the repo root."""
+"""cachetasks as a user runs it: `celery -A cachetasks worker|beat` and `python -m cachetasks listen`
+processes from the repo root."""
 
 from __future__ import annotations
 
@@ -51,6 +52,10 @@ class Processes:
     def beat(self, name: str = "beat", *args: str, **env: str) -> subprocess.Popen[bytes]:
         schedule = self.logdir / f"{name}-schedule"
         return self.start(name, [*CELERY, "beat", "-l", "INFO", "-s", str(schedule), *args], **env)
+
+    def listener(self, name: str = "listener", *args: str, **env: str) -> subprocess.Popen[bytes]:
+        """`python -m cachetasks listen`, named `name` (its node in `status`)."""
+        return self.start(name, [sys.executable, "-m", "cachetasks", "listen", "-n", name, *args], **env)
 
     def stop(self, name: str, *, grace: float = 10.0) -> None:
         proc = self.procs.pop(name, None)

@@ -8,7 +8,7 @@
 - `ledger`   the keys this service wrote and the bytes they hold
 - `memory`   how close Redis is to its maxmemory
 - `keeper`   claims kept alive while copies run
-- `lock`     the collect lock
+- `lock`     leases: the collect lock, the listener's
 - `counters` the metrics counters
 - `lua/`     the scripts behind them (`scripts` loads them); `keys` names every key
 """
@@ -27,13 +27,13 @@ from .claims import Begun, Claims, ScanResult, Source
 from .keeper import ClaimKeeper, Held
 from .keys import LAST_COLLECT
 from .ledger import Ledger
-from .lock import exclusive
+from .lock import Lease, exclusive
 from .memory import MemoryGauge, footprint
 from .scripts import Scripts
 from .states import FileState, SkipReason
 from .store import Writes
 
-__all__ = ["Begun", "Cache", "FileState", "ScanResult", "SkipReason", "Source"]
+__all__ = ["Begun", "Cache", "FileState", "Lease", "ScanResult", "SkipReason", "Source"]
 
 
 class Cache(Claims, Backlog, Writes, Ledger):
@@ -68,6 +68,10 @@ class Cache(Claims, Backlog, Writes, Ledger):
         """Hold the collect lock while the block runs, however long; yields False if another collect holds it."""
         with exclusive(self.client, self.scripts) as ours:
             yield ours
+
+    def lease(self, key: str, *, seconds: float, holder: str = "") -> Lease:
+        """A lease on `key` (one of `keys`) for whoever calls `take` first; see `lock.Lease`."""
+        return Lease(self.client, self.scripts, key, seconds=seconds, holder=holder)
 
     def collected(self) -> None:
         """Note that a collect finished now."""

@@ -64,6 +64,7 @@ class Begun(NamedTuple):
 class ScanResult:
     claimed: list[FileRef] = field(default_factory=list)
     counts: Counter[FileState] = field(default_factory=Counter)
+    rechecks: int = 0  # of the claimed, cached files whose copy only checks storage's version
 
 
 class Claims:
@@ -81,25 +82,36 @@ class Claims:
         inflight_ttl: int,
         ttl: int,
         documents: Mapping[FileRef, str] | None = None,
+        collecting: bool = True,
     ) -> ScanResult:
         """Classify every ref: claim the uncached ones, renew the cached ones, and claim those whose
         value was copied for another document than `documents` names (only the refs whose document
-        changed since the last collect need to be there). One round trip a batch."""
+        changed since the last collect need to be there). One round trip a batch.
+
+        A collect's scan (`collecting`) starts a new period for telling evicted files from deleted
+        ones; another scan (the listener's) judges by the period the last collect started.
+        """
         result = ScanResult()
-        args: list[str | int] = [inflight_ttl * 1000, ttl * 1000, INFLIGHT, SKIP, int(self._evicting())]
+        refs = list(refs)
+        if not refs and not collecting:
+            return result
+        evicting = self._evicting(note=collecting)
+        args: list[str | int] = [inflight_ttl * 1000, ttl * 1000, INFLIGHT, SKIP, int(evicting)]
         for batch in batched(refs):
             keys = [SIZES, HELD, OWNED, SOURCES, EVICTED, *(ref.key for ref in batch)]
             wants = [documents.get(ref, "") for ref in batch] if documents else [""] * len(batch)
-            counts, claimed = self.scripts.scan(keys=keys, args=[*args, *wants])
+            counts, claimed, rechecks = self.scripts.scan(keys=keys, args=[*args, *wants])
+            result.rechecks += int(rechecks)
             for state, n in zip(counts[::2], counts[1::2], strict=True):
                 result.counts[FileState(_text(state))] += int(n)
             result.claimed.extend(batch[int(position) - 1] for position in claimed)
         return result
 
-    def _evicting(self) -> bool:
-        """Has Redis evicted keys since the last collect? Then a file that vanished early was evicted, not deleted."""
+    def _evicting(self, *, note: bool) -> bool:
+        """Has Redis evicted keys since the last collect? Then a file that vanished early was evicted, not deleted.
+        With `note`, the count now is where the next period starts."""
         evicted = int(self.client.info("stats")["evicted_keys"])
-        before = self.client.getset(EVICTIONS, evicted)
+        before = self.client.getset(EVICTIONS, evicted) if note else self.client.get(EVICTIONS)
         return before is not None and evicted > int(before)
 
     def want(self, documents: Mapping[FileRef, str]) -> None:

@@ -1,7 +1,8 @@
 """The service's counters, kept in Redis so that one metrics endpoint speaks for every process.
 
 Copies are counted in memory and added once a second from one thread (counting a copy must
-not cost it a round trip); a collect adds its counts and report at its end. The exporter in
+not cost it a round trip); a collect adds its counts and report at its end, the listener its
+counts with each batch it handled. The exporter in
 `ops.metrics` reads them at scrape time.
 """
 
@@ -12,7 +13,7 @@ import collections
 import contextlib
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import redis
 
@@ -29,16 +30,27 @@ def bucket_field(name: str, buckets: tuple[float, ...], seconds: float) -> str:
 
 
 def record_collect(client: redis.Redis, report: Mapping[str, float]) -> None:
-    """Count a finished collect: hits (already cached), misses (enqueued), its duration, and its report."""
+    """Count a finished collect: hits (already cached), misses (enqueued) and of those the files it caught
+    (neither cached nor claimed by the listener), its duration, and its report."""
     with contextlib.suppress(redis.RedisError), client.pipeline(transaction=False) as pipe:
         seconds = float(report["seconds"])
         pipe.hincrby(METRICS, "collects", 1)
         pipe.hincrby(METRICS, "hits", int(report["cached"]))
         pipe.hincrby(METRICS, "misses", int(report["enqueued"]))
+        pipe.hincrby(METRICS, "caught", int(report["caught"]))
         pipe.hincrby(METRICS, bucket_field("collect_seconds", COLLECT_BUCKETS, seconds), 1)
         pipe.hincrbyfloat(METRICS, "collect_seconds:sum", seconds)
         pipe.hset(LAST_REPORT, mapping={k: str(v) for k, v in report.items()})
         pipe.execute()
+
+
+def record_listener(
+    client: redis.Redis | redis.client.Pipeline, messages: Iterable[tuple[str, int]], files: int
+) -> None:
+    """Count a batch the listener handled: its messages by outcome, and the copies it enqueued."""
+    for outcome, n in messages:
+        client.hincrby(METRICS, f"listener:{outcome}", n)
+    client.hincrby(METRICS, "listener:files", files)
 
 
 class CopyRecorder:

@@ -28,6 +28,9 @@ COLLECT_LOCK = PREFIX + "collect-lock"
 LAST_COLLECT = PREFIX + "last-collect"  # unix time of the last finished collect
 LAST_REPORT = PREFIX + "last-report"  # hash: the last collect's counts
 METRICS = PREFIX + "metrics"  # hash: counters and histogram buckets for Prometheus
+LISTENER_LOCK = PREFIX + "listener-lock"  # the lease of the one listener that reads RAGFlow's streams
+LISTENER_CURSORS = PREFIX + "listener-cursors"  # hash: stream -> the id of the last entry the listener handled
+LISTENERS = PREFIX + "listeners"  # hash: node -> what its listener process last said it was doing, and when
 
 
 def inflight_key(key: str) -> str:

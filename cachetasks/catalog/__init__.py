@@ -2,7 +2,8 @@
 
 - `schema`     RAGFlow's task tables, as far as the service reads them
 - `queries`    the ongoing query and its parts
-- `addresses`  the address book: which document is ongoing at which address, kept between collects
+- `addresses`  the address book: which document is ongoing at which address, kept between collects;
+               and the addresses of announced documents, if ongoing
 - `engine`     engines with a shipped driver, fast failure and bounded queries
 
 Addresses are compared byte for byte, in Python: a database collation that merges 'Guide.pdf'
@@ -19,11 +20,20 @@ import sqlalchemy as sa
 
 from ..batches import batched
 from ..ref import FileRef
-from .addresses import AddressBook, Ongoing, usable
+from .addresses import AddressBook, Ongoing, addresses_of_ongoing, usable
 from .engine import database_url, make_engine
 from .queries import addresses_query, custom_query, first_tasks_query, ongoing_query, run
 
-__all__ = ["AddressBook", "Ongoing", "database_url", "first_seen", "make_engine", "ongoing", "ongoing_query"]
+__all__ = [
+    "AddressBook",
+    "Ongoing",
+    "addresses_of_ongoing",
+    "database_url",
+    "first_seen",
+    "make_engine",
+    "ongoing",
+    "ongoing_query",
+]
 
 log = logging.getLogger(__name__)
 

@@ -80,6 +80,27 @@ def addresses_query() -> sa.Select[tuple[str, str, str, int]]:
     )
 
 
+def ongoing_addresses_query(since_ms: int) -> sa.Select[tuple[str, str, str, int]]:
+    """(document id, bucket, location, document creation time) of those documents in the expanding
+    parameter `ids` that are ongoing by RAGFlow's rule: one lookup for a batch of announced documents."""
+    t, d, f2d = schema.task, schema.document, schema.file2document
+    bucket, location = address_columns()
+    ongoing_task = sa.exists().where(t.c.doc_id == d.c.id, t.c.progress < 1, t.c.create_time >= since_ms)
+    return (
+        sa.select(d.c.id, bucket, location, d.c.create_time)
+        .select_from(d)
+        .outerjoin(f2d, f2d.c.document_id == d.c.id)
+        .outerjoin(schema.file, schema.file.c.id == f2d.c.file_id)
+        .where(
+            d.c.id.in_(sa.bindparam("ids", expanding=True)),
+            d.c.status == "1",
+            d.c.run == "1",
+            d.c.type != "virtual",
+            ongoing_task,
+        )
+    )
+
+
 def changed_documents_query(since_ms: int) -> sa.Select[tuple[str, int]]:
     """(document id, update time) of the documents whose address may have changed since `since_ms`.
 

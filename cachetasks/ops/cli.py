@@ -11,7 +11,10 @@ import dataclasses
 import importlib
 import json
 import logging
+import signal
+import socket
 import sys
+import threading
 import time
 from collections.abc import Sequence
 
@@ -25,6 +28,7 @@ from ..settings import Settings
 from . import demo, health, status, warm
 
 log = logging.getLogger("cachetasks")
+LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"  # Celery's, for long-running commands
 
 
 def _settings() -> Settings:
@@ -108,6 +112,35 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_listen(args: argparse.Namespace) -> int:
+    from ..listener import Listener, running
+
+    s = _settings()
+    res = Resources(s)
+    if args.ping:
+        try:
+            seen = {p.node: p for p in running(res.redis)}
+        finally:
+            res.close()
+        if args.node not in seen:
+            print(f"no listener on {args.node} said what it does lately", file=sys.stderr)
+            return 1
+        print(f"{args.node}: {seen[args.node].role}")
+        return 0
+    from ..celery.tasks import enqueue_copies  # the Celery app publishes the copies
+
+    logging.basicConfig(force=True, level=args.loglevel.upper(), format=LOG_FORMAT)
+    listener = Listener(res.engine, res.cache, s, enqueue_copies, node=args.node)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        listener.run(stop)
+    finally:
+        res.close()
+    return 0
+
+
 def _command(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str
 ) -> argparse.ArgumentParser:
@@ -147,6 +180,18 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--once", action="store_true", help="run one cycle and exit (1 if a copy failed)")
     w.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     w.set_defaults(func=cmd_warm)
+
+    li = _command(sub, "listen", "claim the file of each task RAGFlow queues the moment it is queued")
+    li.add_argument(
+        "-n", "--node", default=socket.gethostname(), help="this listener's name in `status` (default: the host name)"
+    )
+    li.add_argument(
+        "-l", "--loglevel", default="INFO", choices=["DEBUG", "INFO", "WARNING"], type=str.upper, help="default INFO"
+    )
+    li.add_argument(
+        "--ping", action="store_true", help="exit 0 if this node's listener runs, 1 if not (a health check)"
+    )
+    li.set_defaults(func=cmd_listen)
 
     m = _command(sub, "metrics", "serve the Prometheus metrics endpoint")
     m.add_argument("--port", type=int, default=0, help="port (default CACHETASKS_METRICS_PORT, else 9808)")

@@ -37,9 +37,11 @@ def insert_document(
     progress: Sequence[float] = (0.0,),
     created_ms: int | None = None,
     file: LinkedFile | None = None,
+    doc_id: str | None = None,
 ) -> str:
-    """Insert a RAGFlow document with one task per entry of `progress`; return its id."""
-    doc_id = uuid.uuid1().hex
+    """Insert a RAGFlow document (with the id `doc_id`, else a new one) and one task per entry of `progress`;
+    return its id."""
+    doc_id = doc_id or uuid.uuid1().hex
     now_ms = int(time.time() * 1000)
     stamps = {"create_time": created_ms or now_ms, "create_date": datetime.now(), "update_time": now_ms}
     name = (location or "unnamed").rsplit("/", 1)[-1]

@@ -1,7 +1,8 @@
 """The Prometheus exporter: the counters every process keeps in Redis, turned into metrics at scrape time.
 
-Workers and collects add to counters in one Redis hash (`cache.counters`); the exporter
-reads that hash, the broker's queue lengths and the last collect's report. Serve it with
+Workers, collects and the listener add to counters in one Redis hash (`cache.counters`); the
+exporter reads that hash, the broker's queue lengths, the last collect's report and which
+listeners run. Serve it with
 `python -m cachetasks metrics` or by setting CACHETASKS_METRICS_PORT on a worker.
 """
 
@@ -20,6 +21,7 @@ from ..cache import Cache
 from ..cache.client import make_redis
 from ..cache.counters import COLLECT_BUCKETS, COPY_BUCKETS
 from ..cache.keys import LAST_COLLECT, LAST_REPORT, METRICS
+from ..listener import Outcome, Role, running
 from ..settings import COLLECT_QUEUE, FILES_QUEUE, Settings
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ class RedisCollector(Collector):
                 pipe.get(LAST_COLLECT)
                 raw, report_raw, last = pipe.execute()
             held = self._cache.stored_bytes()  # what is in Redis now, not what the last collect saw
+            listeners = running(self.cache)
             queues = {q: int(self.broker.llen(q)) for q in (COLLECT_QUEUE, FILES_QUEUE)}
         except redis.RedisError as exc:
             log.warning("metrics unavailable: %s", type(exc).__name__)
@@ -66,6 +69,26 @@ class RedisCollector(Collector):
         yield CounterMetricFamily("cachetasks_collects", "collect cycles run", m.get("collects", 0))
         yield CounterMetricFamily("cachetasks_collect_hits", "ongoing files found already cached", m.get("hits", 0))
         yield CounterMetricFamily("cachetasks_collect_misses", "ongoing files enqueued for a copy", m.get("misses", 0))
+        yield CounterMetricFamily(
+            "cachetasks_collect_caught",
+            "files collect enqueued that the listener had not: it was down, late, or their rows were not yet visible",
+            m.get("caught", 0),
+        )
+        yield CounterMetricFamily(
+            "cachetasks_listener_files",
+            "files the listener enqueued a copy of as RAGFlow queued their tasks",
+            m.get("listener:files", 0),
+        )
+        messages = CounterMetricFamily(
+            "cachetasks_listener_messages", "RAGFlow task messages the listener read, by outcome", labels=["outcome"]
+        )
+        for outcome in Outcome:
+            messages.add_metric([outcome.value], m.get(f"listener:{outcome.value}", 0))
+        yield messages
+        roles = GaugeMetricFamily("cachetasks_listeners", "listener processes running, by role", labels=["role"])
+        for role in Role:
+            roles.add_metric([role.value], sum(p.role is role for p in listeners))
+        yield roles
         yield _histogram("cachetasks_collect_duration_seconds", "collect duration", m, "collect_seconds")
         yield _histogram("cachetasks_copy_duration_seconds", "copy duration of cached files", m, "copy_seconds")
         gauges = {

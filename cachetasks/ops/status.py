@@ -9,8 +9,9 @@ import time
 import redis
 import sqlalchemy as sa
 
-from .. import catalog
+from .. import catalog, listener
 from ..cache import Cache, FileState
+from ..cache.keys import METRICS
 from ..settings import COLLECT_QUEUE, FILES_QUEUE, Settings
 
 
@@ -24,6 +25,9 @@ class Status:
     queues: dict[str, int] = dataclasses.field(default_factory=dict)
     last_collect_age: float | None = None
     beat_recent: bool = False
+    listeners: list[dict[str, object]] = dataclasses.field(default_factory=list)  # node, role, streams
+    listener_files: int = 0  # copies the listener enqueued, since the counters began
+    collect_caught: int = 0  # copies collect enqueued for files the listener had not claimed
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, object]:
@@ -48,6 +52,11 @@ def gather(engine: sa.Engine, cache: Cache, broker: redis.Redis, settings: Setti
         status.last_collect_age = round(time.time() - last, 1)
         status.beat_recent = status.last_collect_age <= settings.collect_expires
     status.queues = {q: int(broker.llen(q)) for q in (COLLECT_QUEUE, FILES_QUEUE)}
+    status.listeners = [
+        {"node": p.node, "role": str(p.role), "streams": list(p.streams)} for p in listener.running(cache.client)
+    ]
+    files, caught = cache.client.hmget(METRICS, ["listener:files", "caught"])
+    status.listener_files, status.collect_caught = int(files or 0), int(caught or 0)
     status.seconds = round(time.perf_counter() - started, 3)
     return status
 
@@ -64,6 +73,9 @@ def render(status: Status) -> str:
         rows.append(("oldest uncached", f"{status.oldest_uncached} ({status.oldest_uncached_age:g} s)"))
     for queue, length in status.queues.items():
         rows.append((f"queue {queue}", f"{length:,}"))
+    rows.append(("listener", _listeners(status.listeners)))
+    rows.append(("  files it enqueued", f"{status.listener_files:,}"))
+    rows.append(("  files collect caught", f"{status.collect_caught:,}"))
     if status.last_collect_age is None:
         rows.append(("last collect", "never (is beat running?)"))
     else:
@@ -71,3 +83,18 @@ def render(status: Status) -> str:
         rows.append(("last collect", f"{status.last_collect_age:g} s ago ({verdict})"))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def _listeners(listeners: list[dict[str, object]]) -> str:
+    """'active on NODE (streams)', then the standbys; or why there is none at work."""
+    if not listeners:
+        return "not running (collect alone caches files)"
+    said: list[str] = []
+    for seen in listeners:
+        node, role, streams = seen["node"], seen["role"], seen["streams"]
+        if role == listener.Role.ACTIVE:
+            names = ", ".join(map(str, streams)) if isinstance(streams, list) and streams else "no RAGFlow stream yet"
+            said.insert(0, f"active on {node} ({names})")
+        else:
+            said.append(f"{role} on {node}")
+    return "; ".join(said)

@@ -13,16 +13,25 @@ from ..ref import FileRef, address_problem
 class Blob:
     """An open object: its size, its version, and a stream of its bytes. Close it (or use `with`).
 
-    `size` is the number of bytes the stream yields; a blob that decrypts announces an upper
-    bound, at most 15 bytes over (the padding is known only at the end of the stream).
-    `version` tells one content of the object from another without reading it: the ETag where
-    storage gives one, else size and modification time; empty when storage knows neither.
+    `size` is the number of bytes the stream yields, unless `exact` is False: a blob that decrypts
+    announces an upper bound, at most 15 bytes over (the padding is known only at the end of the
+    stream). `version` tells one content of the object from another without reading it: the ETag
+    where storage gives one, else size and modification time; empty when storage knows neither.
     """
 
-    def __init__(self, size: int, chunks: Iterator[bytes], close: Callable[[], None], *, version: str = "") -> None:
+    def __init__(
+        self,
+        size: int,
+        chunks: Iterator[bytes],
+        close: Callable[[], None],
+        *,
+        version: str = "",
+        exact: bool = True,
+    ) -> None:
         self.size = size
         self.chunks = chunks
         self.version = version
+        self.exact = exact
         self._close = close
 
     def close(self) -> None:

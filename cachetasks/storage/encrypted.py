@@ -66,7 +66,7 @@ class EncryptedStorage:
         plain = self._decrypt(head[len(MAGIC) : HEADER_BYTES], itertools.chain((head[HEADER_BYTES:],), rest), ref)
         # The padding (1 to 16 bytes) is known only at the end: announce the most the file can be.
         size = max(blob.size - HEADER_BYTES - 1, 0)
-        return Blob(size, rechunk(plain, chunk_size), blob.close, version=blob.version)
+        return Blob(size, rechunk(plain, chunk_size), blob.close, version=blob.version, exact=False)
 
     def _decrypt(self, iv: bytes, ciphertext: Iterator[bytes], ref: FileRef) -> Iterator[bytes]:
         decryptor = self._cipher(iv).decryptor()

@@ -39,6 +39,10 @@ def ongoing(engine: sa.Engine, **kwargs: Any) -> set[FileRef]:
         book = catalog.AddressBook()
         book.ongoing(engine, window_seconds=WINDOW)
         assert book.ongoing(engine, window_seconds=WINDOW).refs == found
+        # and so does the listener's path, asked about every document there is
+        with engine.connect() as conn:
+            every = [str(doc) for doc in conn.execute(sa.select(schema.document.c.id)).scalars()]
+        assert set(catalog.addresses_of_ongoing(engine, every, window_seconds=WINDOW)) == found
     return found
 
 
@@ -141,6 +145,40 @@ def test_addresses_that_differ_only_in_case_are_two_files(engine: sa.Engine) -> 
     assert ongoing(engine) == {FileRef("kb1", "Guide.pdf"), FileRef("kb1", "guide.pdf")}
     seen = catalog.first_seen(engine, window_seconds=WINDOW)
     assert set(seen) == {FileRef("kb1", "Guide.pdf"), FileRef("kb1", "guide.pdf")}
+
+
+def test_announced_documents_are_looked_up_in_batches_and_only_the_ongoing_ones_returned(engine: sa.Engine) -> None:
+    """The listener's lookup: 6,000 announced ids (one unknown, one finished) are two queries, and only
+    the ongoing documents among them come back, each with its document; others' documents are not asked about."""
+    # Given 5,998 ongoing documents, a finished one, and an ongoing one nobody announces
+    bucket = kb()
+    docs = [uuid.uuid4().hex for _ in range(5998)]
+    created = now_ms()
+    with engine.begin() as conn:  # in bulk: one row at a time would take seconds
+        conn.execute(
+            schema.document.insert(),
+            [
+                {"id": d, "kb_id": bucket, "type": "pdf", "location": f"d/{i}.pdf", "run": "1", "create_time": created}
+                for i, d in enumerate(docs)
+            ],
+        )
+        conn.execute(
+            schema.task.insert(),
+            [{"id": uuid.uuid4().hex, "doc_id": d, "progress": 0, "create_time": created} for d in docs],
+        )
+        done = insert_document(conn, kb_id=bucket, location="done.pdf", run="3")
+        insert_document(conn, kb_id=bucket, location="unannounced.pdf")
+    announced = [*docs, done, "graph_raptor_x"]
+    statements = Statements(engine)
+    try:
+        # When
+        found = catalog.addresses_of_ongoing(engine, announced, window_seconds=WINDOW)
+        queries = len(statements.seen)
+    finally:
+        statements.close()
+    # Expect
+    assert queries == 2
+    assert found == {FileRef(bucket, f"d/{i}.pdf"): doc for i, doc in enumerate(docs)}
 
 
 def test_first_seen_gives_each_address_its_oldest_ongoing_task(engine: sa.Engine) -> None:

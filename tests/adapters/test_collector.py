@@ -15,7 +15,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from cachetasks import catalog
-from cachetasks.cache import Cache, SkipReason
+from cachetasks.cache import Cache, SkipReason, Source
 from cachetasks.cache.keys import COLLECT_LOCK, inflight_key
 from cachetasks.collector import CollectReport, Outages, collect
 from cachetasks.errors import CacheUnavailable, CatalogError
@@ -95,6 +95,24 @@ def test_a_cached_file_is_not_enqueued_and_its_ttl_is_renewed_only_below_half(
     assert report is not None and report.cached == 2
     assert 498 <= cache.client.ttl("kb1/fresh.pdf") <= 500
     assert 718 <= cache.client.ttl("kb1/old.pdf") <= 720
+
+
+def test_a_collect_counts_as_caught_the_uncached_files_it_enqueues_but_not_a_version_check(
+    sqlite_engine: sa.Engine, cache: Cache
+) -> None:
+    """Of two enqueued files, the uncached one is caught; the cached one due for a check of storage is not."""
+    # Given a file this service cached whose TTL fell below half, and an uncached one
+    add(sqlite_engine, "old.pdf")
+    add(sqlite_engine, "new.pdf")
+    old = FileRef("kb1", "old.pdf")
+    cache.put(old.key, b"o", ttl=300)
+    cache.settle(old, "task-1", stored=1, ttl=300, source=Source("", "etag-1"))
+    queue = Queue()
+    # When
+    report = run(sqlite_engine, cache, queue)
+    # Expect both enqueued, one of them caught
+    assert sorted(queue.refs) == [FileRef("kb1", "new.pdf"), old]
+    assert report is not None and (report.enqueued, report.caught) == (2, 1)
 
 
 def test_a_skipped_file_is_counted_and_not_enqueued(sqlite_engine: sa.Engine, cache: Cache) -> None:

@@ -21,6 +21,7 @@ from cachetasks.errors import CacheUnavailable, StorageUnavailable
 from cachetasks.ref import FileRef
 from cachetasks.settings import Settings
 from cachetasks.storage import Blob, LocalStorage, MemoryStorage, Storage
+from cachetasks.storage.encrypted import EncryptedStorage
 from testbed.servers import RedisServer, free_port
 from tests.conftest import AWS, storage_for
 
@@ -156,6 +157,19 @@ class Understated(MemoryStorage):
     def open(self, bucket: str, location: str, *, chunk_size: int) -> Blob:
         blob = super().open(bucket, location, chunk_size=chunk_size)
         return Blob(1, blob.chunks, blob.close)
+
+
+def test_a_decrypted_file_announced_a_few_bytes_over_its_length_is_cached_whole(cache: Cache) -> None:
+    """A blob that decrypts announces an upper bound (its padding is known at the end): not taken for a torn read."""
+    # Given a file RAGFlow encrypted (AES-256-CBC), of a length padding rounds up
+    storage = EncryptedStorage(MemoryStorage(), algorithm="aes-256-cbc", key="a key")
+    data = bytes(range(256)) * 7 + b"tail"
+    storage.put(*DOC, data)
+    # When
+    done = copy(cache, storage)
+    # Expect the plain bytes, whole
+    assert done == Copy(FileState.CACHED, len(data))
+    assert cache.client.get(DOC.key) == data
 
 
 def test_a_stream_growing_past_the_limit_is_too_large_whatever_size_was_announced(cache: Cache) -> None:

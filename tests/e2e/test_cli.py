@@ -25,7 +25,7 @@ from testbed.servers import RedisServer, free_port, postgres_database, wait_unti
 from tests.support.e2e import local_root, put_local, start_service
 
 Start = Callable[[dict[str, str]], Processes]
-COMMANDS = ("initdb", "demo", "status", "check", "warm", "metrics")
+COMMANDS = ("initdb", "demo", "status", "check", "warm", "listen", "metrics")
 TABLES = {"task", "document", "file", "file2document"}
 DEPENDENCIES = ("broker", "cache", "database", "storage")
 

@@ -20,7 +20,7 @@ import yaml
 from cachetasks.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-CELERY_SERVICES = ("worker", "collector", "beat", "flower")
+PROCESSES = ("worker", "collector", "beat", "listener", "flower")
 # Options that rightly differ between a process on a host and one in a container.
 DEPLOYMENT_OPTIONS = ("--address", "--port", "--basic-auth")
 REQUIRED_SECRETS = {"FLOWER_BASIC_AUTH", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "POSTGRES_PASSWORD"}
@@ -189,7 +189,7 @@ def test_celery_healthcheck_pings_the_node_its_service_runs(name: str) -> None:
     assert option(check, "-d", "--destination") == node.replace("%h", "$HOSTNAME")
 
 
-@pytest.mark.parametrize("name", CELERY_SERVICES)
+@pytest.mark.parametrize("name", PROCESSES)
 def test_compose_runs_the_procfile_process(name: str) -> None:
     """Compose and the Procfile run each process with the same sub-command, queue, node name and pool."""
     from_procfile = shlex.split(procfile()[name])
@@ -230,7 +230,20 @@ def test_exactly_one_beat_and_no_beat_inside_a_worker() -> None:
 def test_every_process_is_started_again_when_it_exits_under_honcho_and_compose(name: str) -> None:
     """honcho stops everything when one process exits: each line is wrapped; compose restarts its services."""
     assert [role for role, line in procfile_lines(name).items() if not line.startswith(RESPAWN)] == []
-    assert {services()[role].get("restart") for role in CELERY_SERVICES} == {"unless-stopped"}
+    assert {services()[role].get("restart") for role in PROCESSES} == {"unless-stopped"}
+
+
+def test_exactly_one_listener_whose_healthcheck_asks_after_its_own_node() -> None:
+    """One listener in the Procfile and in compose (its lease makes any other a standby); compose's healthcheck
+    pings the node the listener runs as, by default the container's host name."""
+    listeners = [name for name, line in procfile().items() if shlex.split(line)[-1:] == ["listen"]]
+    tokens = command(services()["listener"])
+    check = command(services()["listener"]["healthcheck"], "test")
+
+    assert listeners == ["listener"]
+    assert "deploy" not in services()["listener"]
+    assert check == [*tokens, "--ping"]
+    assert option(tokens, "-n", "--node") is None
 
 
 def test_dev_procfile_runs_the_production_processes_plus_demo() -> None:

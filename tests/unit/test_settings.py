@@ -84,6 +84,7 @@ PARSED: list[tuple[str, str, str, object, dict[str, str]]] = [
     ("RAGFLOW_CRYPTO_ENABLED", "true", "crypto_enabled", True, {}),
     ("RAGFLOW_CRYPTO_ALGORITHM", "sm4-cbc", "crypto_algorithm", "sm4-cbc", {}),
     ("RAGFLOW_CRYPTO_KEY", "k", "crypto_key", "k", {}),
+    ("CACHETASKS_TASK_STREAMS", "te.1.common, te.0,te.1.common", "task_streams", ("te.1.common", "te.0"), {}),
 ]
 
 # (variable, raw value, other variables)
@@ -134,6 +135,9 @@ REFUSED: list[tuple[str, str, dict[str, str]]] = [
     ("CACHETASKS_DATABASE_URL", "oracle://scott@db/orcl", {}),
     ("CACHETASKS_DATABASE_URL", "mongodb+srv://db/rag", {}),
     ("CACHETASKS_DATABASE_URL", "rag.sqlite3", {}),
+    ("CACHETASKS_TASK_STREAMS", "te.0.common,,te.1.common", {}),
+    ("CACHETASKS_TASK_STREAMS", "te.0.common,te\x1b[31m", {}),
+    ("CACHETASKS_TASK_STREAMS", "cachetasks:metrics", {}),
 ]
 
 # URLs holding the password "s3cr3t-pw", each refused for a different reason.
@@ -227,6 +231,13 @@ def test_a_bad_value_raises_config_error_naming_the_variable(name: str, raw: str
         Settings.from_env({name: raw, **extra})
     # Expect
     assert name in str(caught.value)
+
+
+@pytest.mark.parametrize("raw", ["none", "None", " NONE "])
+def test_task_streams_none_turns_the_listener_off(raw: str) -> None:
+    """`CACHETASKS_TASK_STREAMS=none` names no stream; unset means RAGFlow's, found in the cache's Redis."""
+    assert Settings.from_env({"CACHETASKS_TASK_STREAMS": raw}).task_streams == ()
+    assert Settings.from_env({}).task_streams is None
 
 
 def test_s3_storage_is_accepted_with_either_an_endpoint_or_a_region() -> None:

@@ -5,7 +5,8 @@
 -- last collect, then for each file the document now ongoing there when it changed since the last
 -- collect, else '' (the marks' names are built here rather than sent: at 100k files that is 200k
 -- key names less to encode and parse).
--- Returns {{state, count, ...}, {the positions (from 1) of the files claimed}}.
+-- Returns {{state, count, ...}, {the positions (from 1) of the files claimed}, how many of those
+-- claims are only a check of storage's version of a cached value}.
 -- A file this service cached that vanished before its expiry was evicted if Redis evicted keys
 -- meanwhile: it waits for its TTL period to end, since copying it again would only evict another.
 -- Otherwise someone deleted it, and it is claimed again at once.
@@ -15,7 +16,7 @@
 local inflight_ms, ttl_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
 local evicting = ARGV[5] == '1'
 local first = 6  -- KEYS index of the first file
-local counts, claimed = {}, {}
+local counts, claimed, rechecks = {}, {}, 0
 for i = first, #KEYS do
   local key, position = KEYS[i], i - first + 1
   local mark = ARGV[3] .. key
@@ -32,6 +33,7 @@ for i = first, #KEYS do
       redis.call('PEXPIRE', key, ttl_ms)
       redis.call('ZADD', KEYS[3], 'XX', now + ttl_ms, key)
       claim = source ~= false and not busy  -- a copy compares storage's version with the value's
+      if claim then rechecks = rechecks + 1 end
     end
   elseif state == 'uncached' and detail and evicting then
     drop(key)
@@ -53,4 +55,4 @@ for state, n in pairs(counts) do
   flat[#flat + 1] = state
   flat[#flat + 1] = n
 end
-return {flat, claimed}
+return {flat, claimed, rechecks}
