@@ -14,5 +14,8 @@ scripts/ensure-services.sh redis postgres mariadb azurite
 
 eval "set -- ${PYTEST_ARGS:-} \"\$@\""
 if [[ $tier == fast ]]; then set -- tests/unit tests/adapters "$@"; fi
+# Two processes (CACHETASKS_TEST_PROCESSES=0: one): most tests wait on servers, timers and other
+# processes rather than on the CPU. tests/conftest.py orders the suite for this split.
+set -- -n "${CACHETASKS_TEST_PROCESSES:-2}" --dist worksteal "$@"
 # pytest exits 5 when it collected no test; like any non-zero code, that fails the run.
 exec .venv/bin/python -m pytest "$@"

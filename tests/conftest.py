@@ -228,6 +228,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         tier = item.path.parent.name
         if tier in TIMEOUTS and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(TIMEOUTS[tier]))
+    items[:] = _long_ones_first_in_each_half(items)
+
+
+def _long_ones_first_in_each_half(items: list[pytest.Item]) -> list[pytest.Item]:
+    """The tests marked slow or soak, shared between the two halves of the list and first in each.
+
+    `scripts/test.sh` runs the suite on two processes that each take one half of this list in
+    order and then take over the end of the other's: every long test starts at once, each beside
+    the other half's, instead of two of them ending the run one after the other.
+    """
+    long = [item for item in items if item.get_closest_marker("slow") or item.get_closest_marker("soak")]
+    rest = [item for item in items if item not in long]
+    first, second = long[::2], long[1::2]
+    middle = len(items) // 2 - len(first)
+    return [*first, *rest[:middle], *second, *rest[middle:]]
 
 
 def settings_for(env: dict[str, str], **overrides: str) -> Settings:

@@ -94,8 +94,8 @@ def test_a_command_that_keeps_dying_young_waits_longer_each_time(
     # Given the wrapper running a command that fails at once
     wrapper = respawn(tmp_path, "1")
     started.append(wrapper)
-    # When it has failed three times
-    wait_until(lambda: len(pids(tmp_path)) >= 3, timeout=10, what="three commands")
+    # When it has failed three times, and the wrapper waits to start it a fourth time
+    wait_until(lambda: len(said(tmp_path)) >= 3, timeout=10, what="three commands that exited")
     wrapper.send_signal(signal.SIGTERM)
     # Expect the pauses to double, and the wrapper to stop at once when asked during one
     assert wrapper.wait(2) == 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
-import tempfile
 import traceback
 from pathlib import Path
 
@@ -16,8 +15,7 @@ from cachetasks.errors import ConfigError
 from cachetasks.settings import EXTRAS, MiB, Settings
 
 # The smallest RAGFlow configuration: its database (test_ragflow_conf.py reads a whole one).
-RAGFLOW_CONF = Path(tempfile.mkdtemp()) / "service_conf.yaml"
-RAGFLOW_CONF.write_text("mysql: {name: rag_flow, user: root, password: pw, host: db}\nminio: {host: 'minio:9000'}\n")
+RAGFLOW_CONF = Path(__file__).with_name("service_conf.yaml")
 S3_OK = {"CACHETASKS_STORAGE": "s3", "CACHETASKS_S3_REGION": "us-east-1"}
 
 # (variable, raw value, attribute, parsed value, other variables the value needs)
