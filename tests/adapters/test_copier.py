@@ -180,6 +180,38 @@ def test_a_stream_growing_past_the_limit_is_too_large_whatever_size_was_announce
     assert [k for k in cache.client.scan_iter() if b":tmp:" in k] == []
 
 
+class Overlapped(MemoryStorage):
+    """Storage during whose read another copy of the same file (its claim lapsed) writes and accounts it."""
+
+    def __init__(self, files: dict[FileRef, bytes], other: Callable[[], object]) -> None:
+        super().__init__(files)
+        self.other = other
+
+    def open(self, bucket: str, location: str, *, chunk_size: int) -> Blob:
+        self.other()
+        return super().open(bucket, location, chunk_size=chunk_size)
+
+
+def test_a_copy_overlapping_another_of_the_same_file_leaves_the_cached_key_accounted(cache: Cache) -> None:
+    """Under a byte budget, a copy that finds its key written by an overlapping copy keeps that key in the ledger:
+    its bytes counted once, its expiry known, so the budget and eviction detection still see it."""
+    # Given a copy whose read overlaps another copy of the same file, which writes and settles it first
+    data = b"d" * 1000
+
+    def other_copy() -> None:
+        cache.client.set(DOC.key, data, ex=720)
+        cache.settle(DOC, "task-2", stored=len(data), ttl=720)
+
+    storage = Overlapped({DOC: data}, other_copy)
+    # When
+    done = copy(cache, storage, max_cache_bytes=5000)
+    # Expect nothing written by this copy, and the key accounted once, as written
+    assert done == Copy(FileState.CACHED, None)
+    assert cache.held_bytes() == len(data)
+    assert cache.owned() == {DOC.key}
+    assert 700 < cache.client.zscore("cachetasks:owned", DOC.key) / 1000 - time.time() <= 720  # type: ignore[operator]
+
+
 def test_a_file_past_the_byte_budget_is_skipped_with_its_size_and_not_opened_again_while_the_cache_is_full(
     cache: Cache, storage: MemoryStorage
 ) -> None:
