@@ -7,19 +7,15 @@ an error message, which name the container URL alone.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from azure.core import exceptions as aex
 from azure.storage.blob import ContainerClient, LinearRetry
 
-from .azure_errors import TRANSPORT_ERRORS, translate, version_of
-from .base import Blob, check_address, rechunk
+from .azure_common import AZURE_ERRORS, downloaded, etag_version, translate
+from .base import Blob, check_address
 
 if TYPE_CHECKING:
     from ..settings import Settings
-
-AZURE_ERRORS = (aex.AzureError, *TRANSPORT_ERRORS)
 
 
 def make_client(settings: Settings) -> ContainerClient:
@@ -55,27 +51,13 @@ class AzureBlobStorage:
 
     def open(self, bucket: str, location: str, *, chunk_size: int) -> Blob:
         ref = check_address(bucket, location)
-        try:
-            # Later ranges are read on the ETag of the first one: a blob replaced mid-read fails the read.
-            downloader = self.client.download_blob(blob_name(bucket, location), max_concurrency=1)
-        except AZURE_ERRORS as exc:
-            raise translate(exc, ref) from None
-
-        def chunks() -> Iterator[bytes]:
-            try:
-                yield from rechunk(downloader.chunks(), chunk_size)
-            except AZURE_ERRORS as exc:
-                raise translate(exc, ref) from None
-
-        return Blob(downloader.size, chunks(), lambda: None, version=version_of(downloader.properties.etag))
+        # Later ranges are read on the ETag of the first one: a blob replaced mid-read fails the read.
+        name = blob_name(bucket, location)
+        return downloaded(lambda: self.client.download_blob(name, max_concurrency=1), ref, chunk_size)
 
     def stat(self, bucket: str, location: str) -> str:
         ref = check_address(bucket, location)
-        try:
-            properties = self.client.get_blob_client(blob_name(bucket, location)).get_blob_properties()
-        except AZURE_ERRORS as exc:
-            raise translate(exc, ref) from None
-        return version_of(properties.etag)
+        return etag_version(self.client.get_blob_client(blob_name(bucket, location)).get_blob_properties, ref)
 
     def put(self, bucket: str, location: str, data: bytes) -> None:
         check_address(bucket, location)

@@ -7,22 +7,19 @@ configured cloud; neither the secret nor a token is ever logged.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from azure.core import exceptions as aex
 from azure.identity import AzureAuthorityHosts, ClientSecretCredential
 from azure.storage.filedatalake import FileSystemClient
 
 from ..errors import FileMissing
 from .azure_blob import client_options
-from .azure_errors import TRANSPORT_ERRORS, translate, version_of
-from .base import Blob, check_address, rechunk
+from .azure_common import AZURE_ERRORS, downloaded, etag_version, translate
+from .base import Blob, check_address
 
 if TYPE_CHECKING:
     from ..settings import Settings
 
-AZURE_ERRORS = (aex.AzureError, *TRANSPORT_ERRORS)
 AUTHORITIES = {
     "public": AzureAuthorityHosts.AZURE_PUBLIC_CLOUD,
     "china": AzureAuthorityHosts.AZURE_CHINA,
@@ -66,26 +63,12 @@ class AzureDataLakeStorage:
 
     def open(self, bucket: str, location: str, *, chunk_size: int) -> Blob:
         ref = check_address(bucket, location)
-        try:
-            downloader = self.client.get_file_client(path_of(bucket, location)).download_file(max_concurrency=1)
-        except AZURE_ERRORS as exc:
-            raise translate(exc, ref) from None
-
-        def chunks() -> Iterator[bytes]:
-            try:
-                yield from rechunk(downloader.chunks(), chunk_size)
-            except AZURE_ERRORS as exc:
-                raise translate(exc, ref) from None
-
-        return Blob(downloader.size, chunks(), lambda: None, version=version_of(downloader.properties.etag))
+        file = self.client.get_file_client(path_of(bucket, location))
+        return downloaded(lambda: file.download_file(max_concurrency=1), ref, chunk_size)
 
     def stat(self, bucket: str, location: str) -> str:
         ref = check_address(bucket, location)
-        try:
-            properties = self.client.get_file_client(path_of(bucket, location)).get_file_properties()
-        except AZURE_ERRORS as exc:
-            raise translate(exc, ref) from None
-        return version_of(properties.etag)
+        return etag_version(self.client.get_file_client(path_of(bucket, location)).get_file_properties, ref)
 
     def put(self, bucket: str, location: str, data: bytes) -> None:
         """Create, append and flush, as RAGFlow's connector writes a file."""

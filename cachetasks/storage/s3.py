@@ -8,7 +8,7 @@ MinIO's, bucket = kb_id or folder id and object key = location, or with a fixed 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import boto3
@@ -72,17 +72,21 @@ class S3Storage:
         """The real (bucket, object key) of a file."""
         return self.layout.address(bucket, location)
 
-    def open(self, bucket: str, location: str, *, chunk_size: int) -> Blob:
+    def _request(self, call: Callable[..., dict[str, Any]], bucket: str, location: str) -> tuple[FileRef, Any]:
+        """`call` (get_object, head_object) on the object of (bucket, location), its errors the project's."""
         ref = check_address(bucket, location)
         real_bucket, key = self.address(bucket, location)
         try:
-            response = self.client.get_object(Bucket=real_bucket, Key=key)
+            return ref, call(Bucket=real_bucket, Key=key)
         except bce.ClientError as exc:
             raise _translate(exc, ref) from None
         except bce.ParamValidationError as exc:
             raise InvalidAddress(f"rejected by S3: {first_line(exc)}", ref) from None
         except _STREAM_ERRORS as exc:
             raise StorageUnavailable(f"{type(exc).__name__}: {first_line(exc)}", ref) from None
+
+    def open(self, bucket: str, location: str, *, chunk_size: int) -> Blob:
+        ref, response = self._request(self.client.get_object, bucket, location)
         body = response["Body"]
 
         def chunks() -> Iterator[bytes]:
@@ -100,17 +104,7 @@ class S3Storage:
         return Blob(int(response.get("ContentLength") or 0), chunks(), body.close, version=_etag(response))
 
     def stat(self, bucket: str, location: str) -> str:
-        ref = check_address(bucket, location)
-        real_bucket, key = self.address(bucket, location)
-        try:
-            response = self.client.head_object(Bucket=real_bucket, Key=key)
-        except bce.ClientError as exc:
-            raise _translate(exc, ref) from None
-        except bce.ParamValidationError as exc:
-            raise InvalidAddress(f"rejected by S3: {first_line(exc)}", ref) from None
-        except _STREAM_ERRORS as exc:
-            raise StorageUnavailable(f"{type(exc).__name__}: {first_line(exc)}", ref) from None
-        return _etag(response)
+        return _etag(self._request(self.client.head_object, bucket, location)[1])
 
     def put(self, bucket: str, location: str, data: bytes) -> None:
         check_address(bucket, location)

@@ -7,7 +7,6 @@ and in-memory or local storage.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from cachetasks.ops.warm import warm_once
 from cachetasks.ref import FileRef
 from cachetasks.settings import Settings
 from cachetasks.storage import Blob, LocalStorage, MemoryStorage
+from tests.support.watch import Watcher
 
 GUIDE = FileRef("kb1", "guide.pdf")
 SETTINGS = Settings(ttl=720, inflight_ttl=30, chunk_bytes=1000)
@@ -51,27 +51,6 @@ def delete_document(engine: sa.Engine, doc: str) -> None:
         conn.execute(schema.document.delete().where(schema.document.c.id == doc))
 
 
-class Watcher:
-    """Reads a key as fast as it can from another connection, keeping every distinct value seen."""
-
-    def __init__(self, cache: Cache, key: str) -> None:
-        self.seen: set[bytes | None] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(cache, key))
-
-    def _run(self, cache: Cache, key: str) -> None:
-        while not self._stop.is_set():
-            self.seen.add(cache.client.get(key))
-
-    def __enter__(self) -> Watcher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def test_a_re_upload_under_the_same_name_replaces_the_old_bytes_without_a_gap(
     sqlite_engine: sa.Engine, cache: Cache
 ) -> None:
@@ -90,7 +69,7 @@ def test_a_re_upload_under_the_same_name_replaces_the_old_bytes_without_a_gap(
     assert outcomes["cached"] == 1
     assert cache.client.get(GUIDE.key) == b"v2! " * 3000
     assert cache.source(GUIDE) == Source(second, storage.stat(*GUIDE))
-    assert None not in watcher.seen and watcher.seen <= {b"v1 " * 2000, b"v2! " * 3000}
+    assert None not in watcher.seen and set(watcher.seen) <= {b"v1 " * 2000, b"v2! " * 3000}
     assert cache.held_bytes() == len(b"v2! " * 3000)
 
 

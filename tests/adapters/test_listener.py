@@ -27,6 +27,7 @@ from cachetasks.settings import Settings
 from testbed.ragflow import Executor, queue_task, stream_name, task
 from testbed.servers import RedisServer
 from tests.adapters.test_catalog import Statements
+from tests.support.clocks import Clock
 
 SETTINGS = Settings(ttl=720, inflight_ttl=30)
 
@@ -42,16 +43,6 @@ class Queue:
         if self.fails:
             raise redis.ConnectionError("broker down")
         self.refs.extend(refs)
-
-
-class Clock:
-    """A monotonic clock the test moves by hand, so that throttled checks run when the test says."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -15,17 +15,10 @@ from cachetasks.cache import Cache, FileState
 from cachetasks.cache.memory import ASSUMED_FOR, MemoryGauge, footprint
 from cachetasks.ref import FileRef
 from testbed.servers import RedisServer
+from tests.support.clocks import Clock
 
 MB = 1_000_000
 MiB = 1024 * 1024
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ a key deleted by someone else, a file-manager file moved to another folder.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -24,33 +23,10 @@ from testbed.processes import Processes
 from testbed.proxy import S3Proxy
 from testbed.servers import wait_until
 from tests.support.e2e import put_local, put_s3, start_service
+from tests.support.watch import Watcher
 
 Start = Callable[[dict[str, str]], Processes]
 MiB = 1024 * 1024
-
-
-class Watcher:
-    """Reads a key from another connection every few milliseconds, keeping every distinct value seen."""
-
-    def __init__(self, cache: Cache, key: str) -> None:
-        self.cache, self.key = cache, key
-        self.seen: list[bytes | None] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.005):
-            value = self.cache.client.get(self.key)
-            if not self.seen or self.seen[-1] != value:
-                self.seen.append(value)
-
-    def __enter__(self) -> Watcher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def delete_document(engine: sa.Engine, doc: str) -> None:

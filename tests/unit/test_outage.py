@@ -8,17 +8,10 @@ import pytest
 import redis
 
 from cachetasks.outage import OutageLog
+from tests.support.clocks import Clock
 
 LOG = logging.getLogger("cachetasks.test-outage")
 REFUSED = redis.ConnectionError("Error 111 connecting to 127.0.0.1:6390. Connection refused.")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
