@@ -298,6 +298,13 @@ def _report(sc: Scenario, results: list[Figures]) -> None:
         note(f"service / {t.reference} = {got:.2f}x ({sc.unit}); target >= {t.factor}x: {verdict(got >= t.factor)}")
     for f in results:
         note(f"{f.name}: " + cpu_line(median_cpu(f.cpu), f.median_s))
+    # The CPU of the service's own processes against the limit's copy (the bench process), per file.
+    own = sum(v for k, v in median_cpu(service.cpu).items() if k.startswith(("files", "worker", "collector", "beat")))
+    plain = median_cpu(by_name["limit"].cpu).get("bench", 0.0)
+    note(
+        f"CPU per file: service {own / service.files * 1000:.2f} ms, limit {plain / service.files * 1000:.2f} ms: "
+        f"{ratio(own, plain):.2f}x"
+    )
     Summary(
         scenario=f"{sc.number}. {sc.title}",
         measure=sc.unit,
