@@ -112,9 +112,25 @@ def _collect(
     waiting: Waiting | None,
 ) -> CollectReport:
     started = time.perf_counter()
+    book = addresses or catalog.AddressBook()
+    try:
+        return _look(engine, cache, settings, enqueue, book, waiting, started)
+    except BaseException:
+        book.look_at_everything()  # what this collect read as changed is lost with it: the next one is full
+        raise
+
+
+def _look(
+    engine: sa.Engine,
+    cache: Cache,
+    settings: Settings,
+    enqueue: Enqueue,
+    book: catalog.AddressBook,
+    waiting: Waiting | None,
+    started: float,
+) -> CollectReport:
     if waiting is not None:  # before this collect queues anything; cheap, and claims lapse unless renewed in time
         cache.keep_waiting(waiting(), inflight_ttl=settings.inflight_ttl)
-    book = addresses or catalog.AddressBook()
     # Half an interval of slack: beat's ticks jitter, and a full collect is due at the tick nearest the interval.
     full = settings.ongoing_sql is not None or book.full_due(
         0 if settings.reconciles_every_collect else settings.reconcile_interval, slack=settings.collect_interval / 2

@@ -61,6 +61,10 @@ class AddressBook:
         """Whether the last full look began at least `every` seconds ago (less `slack`), or there was none."""
         return self._full_at is None or time.monotonic() - self._full_at >= every - slack
 
+    def look_at_everything(self) -> None:
+        """Make the next look a full one (the changes the last look read were not acted upon)."""
+        self._full_at = None
+
     def ongoing(self, engine: sa.Engine, *, window_seconds: int, now: float | None = None) -> Ongoing:
         """Every ongoing file (a full look)."""
         self._full_at = time.monotonic()

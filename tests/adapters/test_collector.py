@@ -503,6 +503,21 @@ def test_a_document_that_stopped_being_ongoing_is_noticed_at_the_next_full_colle
     assert (full.full, full.ongoing, cache.client.exists(ref.key)) == (True, 0, 0)
 
 
+def test_after_a_collect_that_failed_the_next_one_is_full(engine: sa.Engine, cache: Cache) -> None:
+    """The changes a failed collect read are not lost: a broker down while one enqueues makes the next one full."""
+    # Given a full collect, then a new document whose copy cannot be enqueued
+    book = catalog.AddressBook()
+    follow(engine, cache, Queue(), book)
+    add(engine, "doc.pdf")
+    with pytest.raises(CacheUnavailable):
+        follow(engine, cache, Queue(fails=True), book)
+    # When the next collect runs
+    queue = Queue()
+    report = follow(engine, cache, queue, book)
+    # Expect a full one, which enqueues the file
+    assert (report.full, queue.refs) == (True, [FileRef("kb1", "doc.pdf")])
+
+
 def test_full_collects_come_once_per_reconcile_interval(sqlite_engine: sa.Engine, cache: Cache) -> None:
     """Collects every 0.25 s with a 1.5 s reconcile interval: the first is full, then one about every 1.5 s."""
     book, queue = catalog.AddressBook(), Queue()
