@@ -107,6 +107,8 @@ class AddressBook:
         docs = self._tasks.documents(engine)
         floor, changed = self._changed(engine)
         docs.update(changed)
+        if not docs:
+            return Ongoing({})
         found = ongoing_addresses(engine, docs, since_ms)
         owners = dict(self._previous)
         for doc in docs:

@@ -48,5 +48,6 @@ class TaskWatermark:
                     docs.add(str(doc))
             newest = max(newest, stamp)
         self._newest = newest
-        self._read = {task: stamp for task, stamp in self._read.items() if stamp >= newest - TASKS_OVERLAP_MS}
+        if self._read:  # floors only rise: a row stamped below this one is never read again
+            self._read = {task: stamp for task, stamp in self._read.items() if stamp >= floor}
         return docs
