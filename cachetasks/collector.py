@@ -1,4 +1,9 @@
-"""One collect cycle: ongoing files -> which are uncached -> claim them -> enqueue their copies."""
+"""One collect cycle: ongoing files -> which are uncached -> claim them -> enqueue their copies.
+
+Most collects look only at what changed since the last one (new tasks, changed rows); one every
+CACHETASKS_RECONCILE_INTERVAL is full: every ongoing file, so that TTLs are renewed, keys deleted
+or evicted are noticed, and files no longer ongoing are let go.
+"""
 
 from __future__ import annotations
 
@@ -44,7 +49,9 @@ WORKER_OUTAGES = Outages()  # the worker process's, for its collects (Celery log
 
 @dataclass(frozen=True)
 class CollectReport:
-    ongoing: int
+    full: bool  # every ongoing file checked; else only those whose tasks or rows changed since the last collect
+    ongoing: int  # files ongoing as of the last full collect, with the changes seen since
+    checked: int  # files this collect checked in Redis (the counts below are of those)
     enqueued: int
     caught: int  # of those enqueued, files not cached (or cached for another document): a listener missed them
     cached: int
@@ -105,25 +112,52 @@ def _collect(
     waiting: Waiting | None,
 ) -> CollectReport:
     started = time.perf_counter()
-    if waiting is not None:  # before this collect queues anything
+    book = addresses or catalog.AddressBook()
+    try:
+        return _look(engine, cache, settings, enqueue, book, waiting, started)
+    except BaseException:
+        book.look_at_everything()  # what this collect read as changed is lost with it: the next one is full
+        raise
+
+
+def _look(
+    engine: sa.Engine,
+    cache: Cache,
+    settings: Settings,
+    enqueue: Enqueue,
+    book: catalog.AddressBook,
+    waiting: Waiting | None,
+    started: float,
+) -> CollectReport:
+    if waiting is not None:  # before this collect queues anything; cheap, and claims lapse unless renewed in time
         cache.keep_waiting(waiting(), inflight_ttl=settings.inflight_ttl)
-    if settings.ongoing_sql is None:
-        book = addresses or catalog.AddressBook()
+    # Half an interval of slack: beat's ticks jitter, and a full collect is due at the tick nearest the interval.
+    full = settings.ongoing_sql is not None or book.full_due(
+        0 if settings.reconciles_every_collect else settings.reconcile_interval, slack=settings.collect_interval / 2
+    )
+    if settings.ongoing_sql is not None:  # its rows name no task to follow: every collect reads them all
+        ongoing = catalog.ongoing(engine, window_seconds=settings.ongoing_window, sql=settings.ongoing_sql)
+    elif full:
         ongoing = book.ongoing(engine, window_seconds=settings.ongoing_window)
     else:
-        ongoing = catalog.ongoing(engine, window_seconds=settings.ongoing_window, sql=settings.ongoing_sql)
+        ongoing = book.changes(engine, window_seconds=settings.ongoing_window)
     refs = ongoing.documents
-    fresh = {ref: refs[ref] for ref in ongoing.fresh if refs[ref]}
-    dispatched = dispatch(cache, settings, refs, enqueue, check=fresh, queued=waiting is not None)
+    # A full collect checks the owners of the addresses whose document changed since the last one; another
+    # checks every file it names: those are the ones that changed.
+    check = {ref: refs[ref] for ref in (ongoing.fresh if full else refs) if refs[ref]}
+    # Only full collects start a period for telling evicted keys from deleted ones: the others see too few keys.
+    dispatched = dispatch(cache, settings, refs, enqueue, check=check, collecting=full, queued=waiting is not None)
     valid, scan = dispatched.valid, dispatched.scan
     cache.prune()
-    if settings.evict_on_done:
+    if full and settings.evict_on_done:
         done = cache.owned() - {ref.key for ref in valid}
         if done:
             log.info("evicted %d files whose documents are no longer ongoing", cache.evict(done))
     cache.collected()
     report = CollectReport(
-        ongoing=len(refs),
+        full=full,
+        ongoing=len(refs) if full else book.files,
+        checked=len(refs),
         enqueued=len(scan.claimed),
         caught=dispatched.caught,
         cached=scan.counts[FileState.CACHED],
@@ -136,8 +170,11 @@ def _collect(
     # Every second: say something at INFO only when there was something to do.
     log.log(
         logging.INFO if report.enqueued else logging.DEBUG,
-        "collect: %d ongoing, %d enqueued, %d cached, %d in flight, %d skipped, %d evicted by Redis in %.3fs",
+        "collect (%s): %d ongoing, %d checked, %d enqueued, %d cached, %d in flight, %d skipped, "
+        "%d evicted by Redis in %.3fs",
+        "full" if report.full else "changes",
         report.ongoing,
+        report.checked,
         report.enqueued,
         report.cached,
         report.in_flight,

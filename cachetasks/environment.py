@@ -94,7 +94,8 @@ class EnvReader:
             return False
         raise ConfigError(f"{name}={raw!r} is not a boolean (true or false)")
 
-    def number(self, name: str, default: float) -> float:
+    def number(self, name: str, default: float, *, zero: bool = False) -> float:
+        """A finite number above 0 (or at least 0, with `zero`)."""
         raw = self.optional(name)
         if raw is None:
             return default
@@ -102,8 +103,8 @@ class EnvReader:
             value = float(raw)
         except ValueError:
             raise ConfigError(f"{name}={raw!r} is not a number") from None
-        if not value > 0 or value == float("inf"):
-            raise ConfigError(f"{name}={raw!r} must be a positive number")
+        if not (value >= 0 if zero else value > 0) or value == float("inf"):
+            raise ConfigError(f"{name}={raw!r} must be a {'non-negative' if zero else 'positive'} number")
         return value
 
     def integer(self, name: str, default: int, *, minimum: int = 1, maximum: int | None = None) -> int:

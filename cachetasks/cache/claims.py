@@ -88,8 +88,8 @@ class Claims:
         value was copied for another document than `documents` names (only the refs whose document
         changed since the last collect need to be there). One round trip a batch.
 
-        A collect's scan (`collecting`) starts a new period for telling evicted files from deleted
-        ones; another scan (the listener's) judges by the period the last collect started.
+        A full collect's scan (`collecting`) starts a new period for telling evicted files from deleted
+        ones; another scan (the listener's, a collect of changes) judges by the period the last one started.
         """
         result = ScanResult()
         refs = list(refs)
@@ -108,7 +108,7 @@ class Claims:
         return result
 
     def _evicting(self, *, note: bool) -> bool:
-        """Has Redis evicted keys since the last collect? Then a file that vanished early was evicted, not deleted.
+        """Has Redis evicted keys since the last full collect? Then a file that vanished early was evicted, not deleted.
         With `note`, the count now is where the next period starts."""
         evicted = int(self.client.info("stats")["evicted_keys"])
         before = self.client.getset(EVICTIONS, evicted) if note else self.client.get(EVICTIONS)

@@ -31,7 +31,8 @@ def bucket_field(name: str, buckets: tuple[float, ...], seconds: float) -> str:
 
 def record_collect(client: redis.Redis, report: Mapping[str, float]) -> None:
     """Count a finished collect: hits (already cached), misses (enqueued) and of those the files it caught
-    (neither cached nor claimed by the listener), its duration, and its report."""
+    (neither cached nor claimed by the listener), and its duration. A full collect's report is kept as the
+    last one: its counts are of every ongoing file, where another collect's are of the few that changed."""
     with contextlib.suppress(redis.RedisError), client.pipeline(transaction=False) as pipe:
         seconds = float(report["seconds"])
         pipe.hincrby(METRICS, "collects", 1)
@@ -40,7 +41,8 @@ def record_collect(client: redis.Redis, report: Mapping[str, float]) -> None:
         pipe.hincrby(METRICS, "caught", int(report["caught"]))
         pipe.hincrby(METRICS, bucket_field("collect_seconds", COLLECT_BUCKETS, seconds), 1)
         pipe.hincrbyfloat(METRICS, "collect_seconds:sum", seconds)
-        pipe.hset(LAST_REPORT, mapping={k: str(v) for k, v in report.items()})
+        if report.get("full", True):
+            pipe.hset(LAST_REPORT, mapping={k: str(float(v)) for k, v in report.items()})
         pipe.execute()
 
 

@@ -4,6 +4,7 @@
 - `queries`    the ongoing query and its parts
 - `addresses`  the address book: which document is ongoing at which address, kept between collects;
                and the addresses of announced documents, if ongoing
+- `watermark`  the tasks created or updated since the last look, for collects of what changed
 - `engine`     engines with a shipped driver, fast failure and bounded queries
 
 Addresses are compared byte for byte, in Python: a database collation that merges 'Guide.pdf'

@@ -12,6 +12,7 @@ from ..batches import batched
 from ..ref import FileRef
 from . import schema
 from .queries import addresses_query, changed_documents_query, ongoing_addresses_query, ongoing_documents_query, run
+from .watermark import TaskWatermark
 
 # Rows committed a little after their update_time was taken are still seen: the look after the
 # newest change moved reaches back this far before it, once.
@@ -32,11 +33,14 @@ class Ongoing:
 
 
 class AddressBook:
-    """Each collect asks which documents are ongoing (one query on task and document, no joins),
-    and looks up the addresses (joins to file2document and file) only of documents it has not
-    seen yet, or whose rows changed since it last looked: RAGFlow sets update_time on every
-    write, so a file moved to another folder is followed at the next collect. At 100k ongoing
-    documents this is what keeps a collect near the tick.
+    """A full look (`ongoing`) asks which documents are ongoing (one query on task and document, no
+    joins), and looks up the addresses (joins to file2document and file) only of documents it has
+    not seen yet, or whose rows changed since it last looked: RAGFlow sets update_time on every
+    write, so a file moved to another folder is followed at the next look.
+
+    Between full looks, `changes` reads only what changed since the last look of either kind: the
+    documents of tasks created or updated since, and those whose rows changed; one query tells which
+    of them are ongoing, with their addresses. Its cost follows what changed, not what is ongoing.
     """
 
     def __init__(self) -> None:
@@ -44,10 +48,28 @@ class AddressBook:
         self._as_of: dict[str, int] = {}  # document -> the newest change of its rows its addresses reflect
         self._newest: int | None = None  # the newest update_time (ms) seen
         self._floor = 0  # the next look reads rows whose update_time is at least this
-        self._previous: dict[FileRef, str] = {}
+        self._previous: dict[FileRef, str] = {}  # the document ongoing at each address, as of the last look
+        self._tasks = TaskWatermark()
+        self._full_at: float | None = None  # time.monotonic() when the last full look began
+
+    @property
+    def files(self) -> int:
+        """The ongoing files as of the last full look, with the changes seen since."""
+        return len(self._previous)
+
+    def full_due(self, every: float, *, slack: float = 0.0) -> bool:
+        """Whether the last full look began at least `every` seconds ago (less `slack`), or there was none."""
+        return self._full_at is None or time.monotonic() - self._full_at >= every - slack
+
+    def look_at_everything(self) -> None:
+        """Make the next look a full one (the changes the last look read were not acted upon)."""
+        self._full_at = None
 
     def ongoing(self, engine: sa.Engine, *, window_seconds: int, now: float | None = None) -> Ongoing:
+        """Every ongoing file (a full look)."""
+        self._full_at = time.monotonic()
         since_ms = int((time.time() if now is None else now) * 1000) - window_seconds * 1000
+        self._tasks.documents(engine)  # from here on, `changes` follows the tasks
         docs = [str(doc_id) for (doc_id,) in run(engine, ongoing_documents_query(since_ms), {}, width=1)]
         floor, changed = self._changed(engine)
         due = [doc for doc in docs if doc not in self._known or changed.get(doc, -1) > self._as_of.get(doc, -1)]
@@ -76,6 +98,40 @@ class AddressBook:
         self._previous = documents
         return Ongoing(documents, fresh)
 
+    def changes(self, engine: sa.Engine, *, window_seconds: int, now: float | None = None) -> Ongoing:
+        """The ongoing files of the documents whose tasks or rows changed since the last look, each with
+        the document ongoing there now; `fresh`, those whose document is new since. Files that stopped
+        being ongoing without a change of stamps (past the window, a key deleted in Redis) are left to
+        the next full look."""
+        since_ms = int((time.time() if now is None else now) * 1000) - window_seconds * 1000
+        docs = self._tasks.documents(engine)
+        floor, changed = self._changed(engine)
+        docs.update(changed)
+        if not docs:
+            return Ongoing({})
+        found = ongoing_addresses(engine, docs, since_ms)
+        owners = dict(self._previous)
+        for doc in docs:
+            for ref in self._known.get(doc, (0, ()))[1]:
+                if owners.get(ref) == doc:  # where it was: moved, or no longer ongoing
+                    del owners[ref]
+            if doc in found:
+                created, refs = found[doc]
+                self._known[doc], self._as_of[doc] = (created, tuple(refs)), changed.get(doc, floor)
+            else:  # a full look looks it up again if it is ongoing by then
+                self._known.pop(doc, None)
+                self._as_of.pop(doc, None)
+        documents: dict[FileRef, str] = {}
+        for doc, (created, refs) in found.items():
+            for ref in refs:  # two documents at one address: the newer one is the file's owner now
+                owner = owners.get(ref)
+                if owner is None or (created, doc) > (self._known.get(owner, (0, ()))[0], owner):
+                    owners[ref] = doc
+                documents[ref] = owners[ref]
+        fresh = {ref for ref, doc in documents.items() if self._previous.get(ref) != doc}
+        self._previous = owners
+        return Ongoing(documents, fresh)
+
     def _changed(self, engine: sa.Engine) -> tuple[int, dict[str, int]]:
         """Since when this look saw changes (update_time, ms), and the newest change of each document
         whose rows changed since then. The first look starts just before the newest change in the tables."""
@@ -101,12 +157,24 @@ def addresses_of_ongoing(
     documents. Two documents at one address: the newer one owns it, as in the address book."""
     since_ms = int((time.time() if now is None else now) * 1000) - window_seconds * 1000
     owners: dict[FileRef, tuple[int, str]] = {}
+    for doc, (created, refs) in ongoing_addresses(engine, documents, since_ms).items():
+        for ref in refs:
+            owners[ref] = max(owners.get(ref, (created, doc)), (created, doc))
+    return {ref: doc for ref, (_, doc) in owners.items()}
+
+
+def ongoing_addresses(
+    engine: sa.Engine, documents: Iterable[str], since_ms: int
+) -> dict[str, tuple[int, list[FileRef]]]:
+    """Each of `documents` that is ongoing (tasks created since `since_ms`), with its creation time and its
+    usable addresses: one query per 5,000 documents."""
+    found: dict[str, tuple[int, list[FileRef]]] = {}
     for batch in batched(dict.fromkeys(documents)):
         for doc, bucket, location, created in run(engine, ongoing_addresses_query(since_ms), {"ids": batch}, width=4):
+            _, refs = found.setdefault(str(doc), (int(created or 0), []))
             if usable(bucket, location):
-                ref, owner = FileRef(str(bucket), str(location)), (int(created or 0), str(doc))
-                owners[ref] = max(owners.get(ref, owner), owner)
-    return {ref: doc for ref, (_, doc) in owners.items()}
+                refs.append(FileRef(str(bucket), str(location)))
+    return found
 
 
 def _newest_update(engine: sa.Engine) -> int:

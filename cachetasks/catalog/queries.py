@@ -119,6 +119,23 @@ def changed_documents_query(since_ms: int) -> sa.Select[tuple[str, int]]:
     )  # type: ignore[return-value]  # a union of selects of the same columns
 
 
+def new_tasks_query(since_ms: int) -> sa.Select[tuple[str, str, int, int]]:
+    """(task id, document id, create time, update time) of the tasks created or updated since `since_ms`:
+    two index range scans, one per column, rather than an OR that some planners read as a table scan."""
+    t = schema.task
+    columns = (t.c.id, t.c.doc_id, t.c.create_time, t.c.update_time)
+    return sa.union_all(
+        sa.select(*columns).where(t.c.create_time >= since_ms),
+        sa.select(*columns).where(t.c.update_time >= since_ms),
+    )  # type: ignore[return-value]  # a union of selects of the same columns
+
+
+def newest_task_query() -> sa.Select[tuple[int, int]]:
+    """The newest create and update times of any task."""
+    t = schema.task
+    return sa.select(sa.func.max(t.c.create_time), sa.func.max(t.c.update_time))
+
+
 def custom_query(sql: str) -> sa.TextClause:
     """A user's own query; it may use the bind parameters :since_ms and :now_ms."""
     return sa.text(sql)

@@ -1,7 +1,7 @@
 """The Prometheus exporter: the counters every process keeps in Redis, turned into metrics at scrape time.
 
 Workers, collects and the listener add to counters in one Redis hash (`cache.counters`); the
-exporter reads that hash, the broker's queue lengths, the last collect's report and which
+exporter reads that hash, the broker's queue lengths, the last full collect's report and which
 listeners run. Serve it with
 `python -m cachetasks metrics` or by setting CACHETASKS_METRICS_PORT on a worker.
 """
@@ -92,9 +92,12 @@ class RedisCollector(Collector):
         yield _histogram("cachetasks_collect_duration_seconds", "collect duration", m, "collect_seconds")
         yield _histogram("cachetasks_copy_duration_seconds", "copy duration of cached files", m, "copy_seconds")
         gauges = {
-            "cachetasks_ongoing_files": ("ongoing files at the last collect", report.get("ongoing", 0)),
-            "cachetasks_in_flight_files": ("files being copied at the last collect", report.get("in_flight", 0)),
-            "cachetasks_skipped_files": ("files remembered as not cacheable", report.get("skipped", 0)),
+            "cachetasks_ongoing_files": ("ongoing files at the last full collect", report.get("ongoing", 0)),
+            "cachetasks_in_flight_files": ("files being copied at the last full collect", report.get("in_flight", 0)),
+            "cachetasks_skipped_files": (
+                "files remembered as not cacheable at the last full collect",
+                report.get("skipped", 0),
+            ),
             "cachetasks_held_bytes": ("bytes of the files the cache holds", float(held)),
             "cachetasks_last_collect_timestamp_seconds": ("unix time of the last collect", float(last or 0)),
         }

@@ -120,6 +120,31 @@ def test_the_address_book_follows_a_document_whose_rows_change(engine: sa.Engine
     assert after.documents == {FileRef("folder2", "a.pdf"): doc}
 
 
+def test_a_look_at_changes_follows_a_moved_file_and_names_only_what_changed(engine: sa.Engine) -> None:
+    """Between full looks, a file moved to another folder is found there, alone; the book forgets its old address."""
+    # Given a book that has seen two file-manager documents
+    with engine.begin() as conn:
+        doc = insert_document(conn, kb_id="kb1", location="a.pdf", file=LinkedFile("folder1", "a.pdf", ""))
+        insert_document(conn, kb_id="kb1", location="b.pdf", file=LinkedFile("folder1", "b.pdf", ""))
+    book = catalog.AddressBook()
+    assert len(book.ongoing(engine, window_seconds=WINDOW).refs) == 2
+    assert book.changes(engine, window_seconds=WINDOW).documents == {}
+    # When one is moved to another folder
+    f, f2d = schema.file, schema.file2document
+    with engine.begin() as conn:
+        file_id = conn.execute(sa.select(f2d.c.file_id).where(f2d.c.document_id == doc)).scalar_one()
+        conn.execute(f.update().where(f.c.id == file_id).values(parent_id="folder2", update_time=now_ms()))
+    # Expect the next look at changes to name it at its new address, as fresh, and nothing else
+    after = book.changes(engine, window_seconds=WINDOW)
+    assert after.documents == {FileRef("folder2", "a.pdf"): doc}
+    assert after.fresh == {FileRef("folder2", "a.pdf")}
+    assert book.files == 2
+    assert book.ongoing(engine, window_seconds=WINDOW).refs == {
+        FileRef("folder1", "b.pdf"),
+        FileRef("folder2", "a.pdf"),
+    }
+
+
 def test_a_newer_document_at_the_same_address_owns_it(engine: sa.Engine) -> None:
     """A re-upload under the same name reuses the address: the newer document is the one ongoing there."""
     # Given a document, seen by the book

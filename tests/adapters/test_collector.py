@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from redis.retry import Retry
 from cachetasks import catalog
 from cachetasks.cache import Cache, SkipReason, Source
 from cachetasks.cache.keys import COLLECT_LOCK, inflight_key
+from cachetasks.catalog import schema
 from cachetasks.collector import CollectReport, Outages, collect
 from cachetasks.errors import CacheUnavailable, CatalogError
 from cachetasks.ops.demo import LinkedFile, finish_document, insert_document
@@ -24,7 +27,8 @@ from cachetasks.ref import FileRef
 from cachetasks.settings import Settings
 from testbed.servers import RedisServer, free_port
 
-SETTINGS = Settings(ttl=720, inflight_ttl=30)
+# Every collect full, as the tests of what a full collect does need; those of the others say so.
+SETTINGS = Settings(ttl=720, inflight_ttl=30, reconcile_interval=0)
 
 
 class Queue:
@@ -344,3 +348,190 @@ def test_a_collect_that_outlasts_its_lock_keeps_it_and_a_concurrent_collect_skip
         thread.join()
     # Expect the lock released after the first
     assert not cache.client.exists(COLLECT_LOCK)
+
+
+# -- collects between full ones: only what changed --------------------------------------------------------------
+
+
+@pytest.fixture(params=["postgresql", "mysql", "sqlite"])
+def engine(request: pytest.FixtureRequest) -> sa.Engine:
+    """RAGFlow's tables, empty, in each database the service supports."""
+    fixture = {"postgresql": "pg_engine", "mysql": "mysql_engine", "sqlite": "sqlite_engine"}[request.param]
+    made: sa.Engine = request.getfixturevalue(fixture)
+    return made
+
+
+def follow(
+    engine: sa.Engine, cache: Cache, queue: Queue, book: catalog.AddressBook, **settings: object
+) -> CollectReport:
+    """A collect as the worker runs it, with its address book; full ones every 300 s unless told otherwise."""
+    merged = Settings(**{**SETTINGS.__dict__, "reconcile_interval": 300.0, **settings})
+    report = collect(engine, cache, merged, queue, addresses=book)
+    assert report is not None
+    return report
+
+
+class Statements:
+    """The SQL statements an engine runs."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.seen: list[str] = []
+        self.engine = engine
+        sa.event.listen(engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, conn: object, cursor: object, statement: str, *args: object) -> None:
+        self.seen.append(statement)
+
+    def close(self) -> None:
+        sa.event.remove(self.engine, "before_cursor_execute", self._seen)
+
+
+def test_a_collect_between_full_ones_checks_only_the_documents_new_since_the_last_look(
+    engine: sa.Engine, cache: Cache
+) -> None:
+    """With 30 ongoing files cached, a collect after the first full one reads and checks only the 2 new ones."""
+    # Given 30 ongoing files, cached, and a first (full) collect
+    bucket = "kb" + uuid.uuid4().hex[:12]
+    with engine.begin() as conn:
+        for i in range(30):
+            insert_document(conn, kb_id=bucket, location=f"old-{i}.pdf")
+    for i in range(30):
+        cache.client.set(f"{bucket}/old-{i}.pdf", b"x", ex=700)
+    book, queue = catalog.AddressBook(), Queue()
+    first = follow(engine, cache, queue, book)
+    assert (first.full, first.ongoing, first.checked, first.cached) == (True, 30, 30, 30)
+    # When two documents start, and the next collect runs
+    with engine.begin() as conn:
+        for name in ("new-1.pdf", "new-2.pdf"):
+            insert_document(conn, kb_id=bucket, location=name)
+    statements = Statements(engine)
+    try:
+        report = follow(engine, cache, queue, book)
+    finally:
+        statements.close()
+    # Expect only the two new files checked and enqueued, without the query of every ongoing document
+    assert sorted(queue.refs) == [FileRef(bucket, "new-1.pdf"), FileRef(bucket, "new-2.pdf")]
+    assert (report.full, report.checked, report.enqueued, report.cached) == (False, 2, 2, 0)
+    assert report.ongoing == 32
+    assert not any("recent_task" in s for s in statements.seen), statements.seen
+
+
+def test_a_task_committed_after_a_newer_one_with_an_older_create_time_is_still_seen(
+    engine: sa.Engine, cache: Cache
+) -> None:
+    """A task whose create_time (set by RAGFlow before its commit) is 1.5 s older than the newest seen is claimed."""
+    # Given a full collect, then a collect that saw a new task, and one that saw nothing new
+    book, queue = catalog.AddressBook(), Queue()
+    follow(engine, cache, queue, book)
+    with engine.begin() as conn:
+        insert_document(conn, kb_id="kb1", location="quick.pdf")
+    follow(engine, cache, queue, book)
+    newest = int(time.time() * 1000)
+    follow(engine, cache, queue, book)
+    # When a task stamped before the newest one is committed only now, its rows all stamped then
+    with engine.begin() as conn:
+        late = insert_document(conn, kb_id="kb1", location="late.pdf", created_ms=newest - 1500)
+        for table in (schema.document, schema.task):
+            column = table.c.id if table is schema.document else table.c.doc_id
+            conn.execute(table.update().where(column == late).values(update_time=newest - 1500))
+    report = follow(engine, cache, queue, book)
+    # Expect it claimed by the next collect
+    assert queue.refs == [FileRef("kb1", "quick.pdf"), FileRef("kb1", "late.pdf")]
+    assert (report.full, report.enqueued) == (False, 1)
+
+
+def test_a_re_upload_under_the_same_name_is_replaced_by_the_next_collect_between_full_ones(
+    engine: sa.Engine, cache: Cache
+) -> None:
+    """A document deleted and uploaded again at its address: the value copied for the old one is claimed again."""
+    # Given a file cached for its document, and a full collect
+    with engine.begin() as conn:
+        old = insert_document(conn, kb_id="kb1", location="guide.pdf", created_ms=int(time.time() * 1000) - 5000)
+    ref = FileRef("kb1", "guide.pdf")
+    cache.put(ref.key, b"v1", ttl=720)
+    cache.settle(ref, "task-1", stored=2, ttl=720, source=Source(old, "etag-1"))
+    book, queue = catalog.AddressBook(), Queue()
+    assert follow(engine, cache, queue, book).full and queue.refs == []
+    # When the user deletes it and uploads a corrected file under the same name
+    with engine.begin() as conn:
+        for table, column in ((schema.task, schema.task.c.doc_id), (schema.document, schema.document.c.id)):
+            conn.execute(table.delete().where(column == old))
+        insert_document(conn, kb_id="kb1", location="guide.pdf")
+    report = follow(engine, cache, queue, book)
+    # Expect the next collect, not a full one, to claim it for the new document
+    assert (report.full, queue.refs) == (False, [ref])
+
+
+def test_a_key_someone_deleted_is_claimed_again_at_the_next_full_collect_not_before(
+    engine: sa.Engine, cache: Cache
+) -> None:
+    """Collects between full ones look only at what changed in the database: a DEL waits for the next full one."""
+    # Given a cached file, and a full collect
+    add(engine, "doc.pdf")
+    ref = FileRef("kb1", "doc.pdf")
+    cache.put(ref.key, b"cached", ttl=720)
+    cache.settle(ref, "task-1", stored=6, ttl=720)
+    book, queue = catalog.AddressBook(), Queue()
+    follow(engine, cache, queue, book)
+    # When someone deletes the key
+    cache.client.delete(ref.key)
+    # Expect collects between full ones to leave it, and the next full one to claim it
+    assert [follow(engine, cache, queue, book).full for _ in range(3)] == [False] * 3
+    assert queue.refs == []
+    assert follow(engine, cache, queue, book, reconcile_interval=0).full
+    assert queue.refs == [ref]
+
+
+def test_a_document_that_stopped_being_ongoing_is_noticed_at_the_next_full_collect(
+    engine: sa.Engine, cache: Cache
+) -> None:
+    """With CACHETASKS_EVICT_ON_DONE, the key of a document finished without a change of stamps goes at the full one."""
+    # Given the service's copy of an ongoing document, and a full collect
+    doc = add(engine, "ours.pdf")
+    ref = FileRef("kb1", "ours.pdf")
+    cache.put(ref.key, b"ours", ttl=720)
+    cache.settle(ref, "task-1", stored=4, ttl=720)
+    book, queue = catalog.AddressBook(), Queue()
+    follow(engine, cache, queue, book, evict_on_done=True)
+    # When it finishes
+    with engine.begin() as conn:
+        finish_document(conn, doc)
+    # Expect the key kept by a collect between full ones, deleted by the next full one
+    assert not follow(engine, cache, queue, book, evict_on_done=True).full
+    assert cache.client.exists(ref.key)
+    full = follow(engine, cache, queue, book, evict_on_done=True, reconcile_interval=0)
+    assert (full.full, full.ongoing, cache.client.exists(ref.key)) == (True, 0, 0)
+
+
+def test_after_a_collect_that_failed_the_next_one_is_full(engine: sa.Engine, cache: Cache) -> None:
+    """The changes a failed collect read are not lost: a broker down while one enqueues makes the next one full."""
+    # Given a full collect, then a new document whose copy cannot be enqueued
+    book = catalog.AddressBook()
+    follow(engine, cache, Queue(), book)
+    add(engine, "doc.pdf")
+    with pytest.raises(CacheUnavailable):
+        follow(engine, cache, Queue(fails=True), book)
+    # When the next collect runs
+    queue = Queue()
+    report = follow(engine, cache, queue, book)
+    # Expect a full one, which enqueues the file
+    assert (report.full, queue.refs) == (True, [FileRef("kb1", "doc.pdf")])
+
+
+def test_full_collects_come_once_per_reconcile_interval(sqlite_engine: sa.Engine, cache: Cache) -> None:
+    """Collects every 0.25 s with a 1.5 s reconcile interval: the first is full, then one about every 1.5 s."""
+    book, queue = catalog.AddressBook(), Queue()
+    started, fulls = time.monotonic(), []
+    while time.monotonic() - started < 3.6:
+        if follow(sqlite_engine, cache, queue, book, collect_interval=0.25, reconcile_interval=1.5).full:
+            fulls.append(time.monotonic() - started)
+        time.sleep(0.25)
+    assert len(fulls) == 3 and fulls[0] < 0.1, fulls
+    assert all(1.2 <= b - a <= 1.9 for a, b in itertools.pairwise(fulls)), fulls
+
+
+def test_with_a_custom_query_every_collect_is_full(sqlite_engine: sa.Engine, cache: Cache) -> None:
+    """CACHETASKS_ONGOING_SQL's rows name no task to follow: every collect reads them all."""
+    book, queue = catalog.AddressBook(), Queue()
+    reports = [follow(sqlite_engine, cache, queue, book, ongoing_sql="SELECT 'custom', 'a.pdf'") for _ in range(3)]
+    assert [(r.full, r.ongoing) for r in reports] == [(True, 1)] * 3

@@ -145,13 +145,14 @@ def test_a_key_is_renewed_while_its_document_is_ongoing_and_expires_on_its_ttl_o
     assert s3_proxy.gets["/kb1/doc.pdf"] == 1
 
 
-def test_evict_on_done_deletes_only_the_keys_the_service_wrote_at_the_next_collect(
+def test_evict_on_done_deletes_only_the_keys_the_service_wrote_at_the_next_full_collect(
     env: dict[str, str], sqlite_engine: sa.Engine, cache: Cache, processes: Start
 ) -> None:
-    """CACHETASKS_EVICT_ON_DONE=true: a done document's key goes at the next collect; keys set by others stay."""
+    """CACHETASKS_EVICT_ON_DONE=true: a done document's key goes at the next full collect (every collect here);
+    keys set by others stay."""
     # Given a running service that evicts on done, a file it will cache, and two keys set by someone else:
     # one for a document that is ongoing (so the service never writes it), one for a document that is done
-    procs = processes({**env, "CACHETASKS_EVICT_ON_DONE": "true"})
+    procs = processes({**env, "CACHETASKS_EVICT_ON_DONE": "true", "CACHETASKS_RECONCILE_INTERVAL": "0"})
     start_service(procs, cache.client)
     put_local(env, "kb1", "ours.pdf", b"written by cachetasks")
     for name in ("theirs-ongoing.pdf", "theirs-done.pdf"):

@@ -43,9 +43,10 @@ def test_worker_endpoint_counts_the_files_bytes_and_outcomes_of_real_copies(
     env: dict[str, str], sqlite_engine: sa.Engine, cache: Cache, processes: Start
 ) -> None:
     """After a worker caches three files and finds one missing, its /metrics says exactly that, and hits grow."""
-    # Given a worker and beat sharing settings that ask for a metrics endpoint (only a worker serves it)
+    # Given a worker and beat sharing settings that ask for a metrics endpoint (only a worker serves it), with
+    # every collect full, so that each one counts every ongoing file
     port = free_port()
-    procs = processes({**env, "CACHETASKS_METRICS_PORT": str(port)})
+    procs = processes({**env, "CACHETASKS_METRICS_PORT": str(port), "CACHETASKS_RECONCILE_INTERVAL": "0"})
     start_service(procs, cache.client)
     # When three ongoing files are cached and a fourth is found missing
     with sqlite_engine.begin() as conn:
@@ -74,7 +75,7 @@ def test_worker_endpoint_counts_the_files_bytes_and_outcomes_of_real_copies(
     assert value(before, "cachetasks_held_bytes") == sum(len(d) for d in FILES.values())
     assert all(value(before, "cachetasks_queue_depth", queue=q) >= 0 for q in (COLLECT_QUEUE, FILES_QUEUE))
     assert procs.procs["beat"].poll() is None, "beat, given the same metrics port, must not try to serve it"
-    # Expect each later collect to count the three cached files as hits
+    # Expect each later (full) collect to count the three cached files as hits
     wait_for_collects(cache.client, 2)
     after = scrape(port)
     collects = value(after, "cachetasks_collects_total") - value(before, "cachetasks_collects_total")

@@ -35,6 +35,8 @@ PARSED: list[tuple[str, str, str, object, dict[str, str]]] = [
     ("CACHETASKS_S3_READ_TIMEOUT", "12", "s3_read_timeout", 12.0, {}),
     ("CACHETASKS_TTL", " 60 ", "ttl", 60, {}),
     ("CACHETASKS_COLLECT_INTERVAL", "2.5", "collect_interval", 2.5, {}),
+    ("CACHETASKS_RECONCILE_INTERVAL", "30", "reconcile_interval", 30.0, {}),
+    ("CACHETASKS_RECONCILE_INTERVAL", "0", "reconcile_interval", 0.0, {}),
     ("CACHETASKS_ONGOING_WINDOW", "1200", "ongoing_window", 1200, {}),
     ("CACHETASKS_ONGOING_SQL", "SELECT b, l FROM t", "ongoing_sql", "SELECT b, l FROM t", {}),
     ("CACHETASKS_MAX_FILE_BYTES", str(512 * MiB), "max_file_bytes", 512 * MiB, {}),
@@ -98,6 +100,10 @@ REFUSED: list[tuple[str, str, dict[str, str]]] = [
     ("CACHETASKS_S3_READ_TIMEOUT", "-1", {}),
     ("CACHETASKS_COLLECT_INTERVAL", "soon", {}),
     ("CACHETASKS_COLLECT_INTERVAL", "nan", {}),
+    ("CACHETASKS_RECONCILE_INTERVAL", "-1", {}),
+    ("CACHETASKS_RECONCILE_INTERVAL", "often", {}),
+    ("CACHETASKS_RECONCILE_INTERVAL", "360", {}),  # half of the default TTL: keys would expire first
+    ("CACHETASKS_RECONCILE_INTERVAL", "5", {"CACHETASKS_TTL": "10"}),
     ("CACHETASKS_DB_CONNECT_TIMEOUT", "inf", {}),
     ("CACHETASKS_REDIS_TIMEOUT", "-0.5", {}),
     ("CACHETASKS_MAX_FILE_BYTES", str(512 * MiB + 1), {}),
@@ -283,6 +289,20 @@ def test_collect_expires_is_five_intervals_but_never_under_five_seconds() -> Non
     """A queued collect stays worth running for 5 intervals, and at least 5 s."""
     assert Settings.from_env({"CACHETASKS_COLLECT_INTERVAL": "0.2"}).collect_expires == 5.0
     assert Settings.from_env({"CACHETASKS_COLLECT_INTERVAL": "3"}).collect_expires == 15.0
+
+
+def test_the_reconcile_interval_defaults_to_10_s_and_to_a_quarter_of_a_short_ttl() -> None:
+    """Full collects come every 10 s, or often enough that a short TTL is renewed before keys expire."""
+    assert Settings.from_env({}).reconcile_interval == 10.0
+    assert Settings.from_env({"CACHETASKS_TTL": "20"}).reconcile_interval == 5.0
+    assert Settings.from_env({"CACHETASKS_TTL": "20", "CACHETASKS_RECONCILE_INTERVAL": "9.5"}).reconcile_interval == 9.5
+
+
+def test_a_reconcile_interval_of_0_or_of_the_collect_interval_makes_every_collect_full() -> None:
+    """0, or an interval no longer than the collect interval, means every collect is a full one."""
+    assert Settings.from_env({"CACHETASKS_RECONCILE_INTERVAL": "0"}).reconciles_every_collect
+    assert Settings.from_env({"CACHETASKS_RECONCILE_INTERVAL": "1"}).reconciles_every_collect
+    assert not Settings.from_env({"CACHETASKS_RECONCILE_INTERVAL": "2"}).reconciles_every_collect
 
 
 def test_a_backend_whose_library_is_missing_stops_at_start_naming_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
