@@ -12,7 +12,7 @@ SCENARIO = Scenario(
     files=2000,
     size=256 * KiB,
     unit="MB/s",
-    targets=[Target("limit", 0.8), Target("original", 1.1)],
+    targets=[Target("limit", 0.8), Target("original", 1.5)],
 )
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ SCENARIO = Scenario(
     files=200,
     size=4 * MiB,
     unit="MB/s",
-    targets=[Target("limit", 0.8)],
+    targets=[Target("limit", 0.7), Target("original", 1.0)],
 )
 
 if __name__ == "__main__":

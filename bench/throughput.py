@@ -9,6 +9,7 @@ Between runs the rows are deleted, the copier is left to go idle and the cache D
 from __future__ import annotations
 
 import argparse
+import shlex
 import subprocess
 import sys
 import time
@@ -82,13 +83,40 @@ def main(scenario: Scenario) -> None:
     parser.add_argument(
         "--files-workers", type=int, default=PROCFILE_FILES_WORKERS, help="files worker processes (procfile layout)"
     )
+    parser.add_argument(
+        "--worker-args",
+        default="",
+        help="extra `celery worker` options for the files workers, to measure a lever: "
+        "'--pool gevent -c 64', '--prefetch-multiplier 8', '-E' (task events from the start)",
+    )
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="an extra variable for the service's processes"
+    )
     args = parser.parse_args()
     scenario.runs = args.runs
-    run(scenario, layout=args.layout, files_workers=args.files_workers)
+    lever = Lever(shlex.split(args.worker_args), dict(item.split("=", 1) for item in args.env))
+    run(scenario, layout=args.layout, files_workers=args.files_workers, lever=lever)
 
 
-def run(sc: Scenario, *, layout: str = "procfile", files_workers: int = PROCFILE_FILES_WORKERS) -> None:
+@dataclass(frozen=True)
+class Lever:
+    """What a run changes in the service's files workers: extra options and environment."""
+
+    worker_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        parts = [" ".join(self.worker_args)] + [f"{k}={v}" for k, v in self.env.items()]
+        return ", ".join(p for p in parts if p)
+
+
+def run(
+    sc: Scenario, *, layout: str = "procfile", files_workers: int = PROCFILE_FILES_WORKERS, lever: Lever | None = None
+) -> None:
+    lever = lever or Lever()
     header(sc.number, sc.title, sc.runs)
+    if lever.describe():
+        note(f"files workers run with: {lever.describe()}")
     for line in sc.notes:
         note(line)
     with lab(s3=sc.storage == "s3") as the_lab:
@@ -110,7 +138,7 @@ def run(sc: Scenario, *, layout: str = "procfile", files_workers: int = PROCFILE
         results = [
             _limit(the_lab, sc, bucket, names, endpoint, pids),
             _original(the_lab, sc, bucket, names, endpoint, pids),
-            _service(the_lab, sc, bucket, names, endpoint, pids, layout, files_workers),
+            _service(the_lab, sc, bucket, names, endpoint, pids, layout, files_workers, lever),
         ]
     _report(sc, results)
 
@@ -204,13 +232,16 @@ def _service(
     pids: dict[str, int],
     layout: str,
     count: int,
+    lever: Lever,
 ) -> Figures:
-    procs = lab_.processes(lab_.env(sc.storage, s3_endpoint=endpoint), f"s{sc.number}")
+    procs = lab_.processes({**lab_.env(sc.storage, s3_endpoint=endpoint), **lever.env}, f"s{sc.number}")
     if layout == "plain":
-        workers = {"worker": procs.worker().pid}
+        workers = {"worker": procs.worker("worker", *lever.worker_args).pid}
         name = f"service (plain worker, threads x {CONCURRENCY})"
     else:
-        workers = {f"files{i}": procs.worker(f"files{i}", "-Q", FILES_QUEUE).pid for i in range(count)}
+        workers = {
+            f"files{i}": procs.worker(f"files{i}", "-Q", FILES_QUEUE, *lever.worker_args).pid for i in range(count)
+        }
         workers["collector"] = procs.worker("collector", "-Q", COLLECT_QUEUE, "--pool", "solo").pid
         name = f"service ({count} x files worker, threads x {CONCURRENCY}, + collector)"
     beat = procs.beat()
@@ -267,6 +298,13 @@ def _report(sc: Scenario, results: list[Figures]) -> None:
         note(f"service / {t.reference} = {got:.2f}x ({sc.unit}); target >= {t.factor}x: {verdict(got >= t.factor)}")
     for f in results:
         note(f"{f.name}: " + cpu_line(median_cpu(f.cpu), f.median_s))
+    # The CPU of the service's own processes against the limit's copy (the bench process), per file.
+    own = sum(v for k, v in median_cpu(service.cpu).items() if k.startswith(("files", "worker", "collector", "beat")))
+    plain = median_cpu(by_name["limit"].cpu).get("bench", 0.0)
+    note(
+        f"CPU per file: service {own / service.files * 1000:.2f} ms, limit {plain / service.files * 1000:.2f} ms: "
+        f"{ratio(own, plain):.2f}x"
+    )
     Summary(
         scenario=f"{sc.number}. {sc.title}",
         measure=sc.unit,

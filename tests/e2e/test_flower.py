@@ -6,7 +6,9 @@ tests skip on a laptop and fail in CI. Screenshots land in artifacts/ at the rep
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import re
 import shutil
 import urllib.error
@@ -97,9 +99,20 @@ def start_flower(procs: Processes, *extra: str) -> str:
     return url
 
 
-def cache_one_file(env: dict[str, str], engine: sa.Engine, cache: Cache, procs: Processes) -> None:
-    """Start worker and beat, make one document ongoing, and return once its file is cached."""
+def flower_sees_collects(flower: str) -> bool:
+    """Flower lists a `collect` task: the workers send task events, which Flower switched on itself."""
+    request = urllib.request.Request(f"{flower}/api/tasks?taskname=cachetasks.collect&limit=1")
+    token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return bool(json.loads(response.read()))
+
+
+def cache_one_file(env: dict[str, str], engine: sa.Engine, cache: Cache, procs: Processes, flower: str) -> None:
+    """Start worker and beat; once Flower has turned the workers' task events on (they start with them off),
+    make one document ongoing, and return once its file is cached."""
     start_service(procs, cache.client)
+    wait_until(lambda: flower_sees_collects(flower), timeout=20, interval=0.5, what="Flower to enable task events")
     put_local(env, BUCKET, LOCATION, b"%PDF-1.7 quarterly summary")
     with engine.begin() as conn:
         insert_document(conn, kb_id=BUCKET, location=LOCATION)
@@ -137,7 +150,7 @@ def test_flower_behind_basic_auth_shows_a_succeeded_cache_file_with_its_argument
     # Given Flower, then a worker and beat that cached one file
     procs = processes(env)
     flower = start_flower(procs)
-    cache_one_file(env, sqlite_engine, cache, procs)
+    cache_one_file(env, sqlite_engine, cache, procs, flower)
     # When a client without credentials asks for the tasks page
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"{flower}/tasks", timeout=5).close()
@@ -173,7 +186,7 @@ def test_flower_tasks_page_as_the_procfile_runs_it_shows_each_copy_s_arguments_i
     procfile_flower = next(line for line in (REPO / "Procfile").read_text().splitlines() if line.startswith("flower:"))
     extra = [a for a in re.findall(r"--[\w-]+(?:=\S+)?", procfile_flower) if a.split("=")[0] not in _SET_BY_TEST]
     flower = start_flower(procs, *extra)
-    cache_one_file(env, sqlite_engine, cache, procs)
+    cache_one_file(env, sqlite_engine, cache, procs, flower)
     # When a logged-in browser opens the tasks page
     with logged_in_page(chromium) as page:
         text = succeeded_copy_row(page, flower).inner_text()
