@@ -86,8 +86,9 @@ def test_files_beyond_the_cache_byte_budget_are_skipped_and_cached_once_room_fre
     keys: dict[str, str] = {}  # cache key -> document id
     for i in range(5):
         put_local(env, "kb1", f"doc-{i}.bin", bytes([i]) * 1000)
+    names = [f"kb1/doc-{i}.bin" for i in range(5)]  # the poller's own list: `keys` fills while it polls
     # When their five documents become ongoing together
-    with Poller(lambda: sum(int(cache.client.strlen(key)) for key in keys), interval=0.02) as held:
+    with Poller(lambda: sum(int(cache.client.strlen(key)) for key in names), interval=0.02) as held:
         with sqlite_engine.begin() as conn:
             for i in range(5):
                 keys[f"kb1/doc-{i}.bin"] = insert_document(conn, kb_id="kb1", location=f"doc-{i}.bin")
