@@ -154,8 +154,9 @@ def test_a_redis_outage_longer_than_celerys_retry_budget_is_waited_out_logged_sp
         insert_document(conn, kb_id="kb1", location="during.pdf")
     time.sleep(OUTAGE / 2)
     alive_during = {name: proc.poll() is None for name, proc in procs.procs.items()}
-    own_redis.start()
+    # From the moment Redis starts again: a worker may reach it before `start()` has seen it answer.
     up_at = time.time()
+    own_redis.start()
     # Expect both files cached again soon, by the same processes
     everyone = {"files": True, "collector": True, "beat": True}
     assert alive_during == everyone
