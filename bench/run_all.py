@@ -36,6 +36,7 @@ SCENARIOS = {
     8: "bench.s8_worker_memory",
     9: "bench.s9_duplicate_reads",
     10: "bench.s10_listener",
+    11: "bench.s11_status",
 }
 
 
