@@ -269,6 +269,33 @@ def insert_documents(
         conn.execute(sa.text(statement), params)
 
 
+def insert_ragflow_sized(engine: sa.Engine, *, bucket: str, before: int, after: int) -> None:
+    """Add ongoing documents before+1..after (two tasks each) and ten times as many finished ones, as a
+    RAGFlow database holds them, then ANALYZE. Large loads drop the indexes and build them afterwards."""
+    big = after - before > 50_000
+    indexes = [i for t in schema.metadata.sorted_tables for i in t.indexes]
+    with engine.begin() as conn:
+        if big:  # a bulk load builds indexes far faster afterwards than row by row
+            for index in indexes:
+                conn.execute(sa.text(f'DROP INDEX "{index.name}"'))
+        insert_documents(conn, bucket=bucket, start=before + 1, count=after - before, tasks=2)
+        insert_documents(
+            conn,
+            bucket=bucket,
+            prefix="old/f",
+            start=10 * before + 1,
+            count=10 * (after - before),
+            ongoing=False,
+            spread_minutes=20,
+        )
+        if big:
+            conn.execute(sa.text("SET LOCAL maintenance_work_mem = '256MB'"))
+            for index in indexes:
+                index.create(conn)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text("ANALYZE"))
+
+
 def clear_documents(engine: sa.Engine) -> None:
     with engine.begin() as conn:
         conn.execute(sa.text("TRUNCATE task, document, file, file2document"))

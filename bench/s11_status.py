@@ -14,11 +14,8 @@ import subprocess
 import sys
 import time
 
-import sqlalchemy as sa
-
-from bench.lab import REPO, file_name, insert_documents, lab
+from bench.lab import REPO, file_name, insert_ragflow_sized, lab
 from bench.measure import Summary, header, median, note, table
-from cachetasks.catalog import schema
 from testbed.processes import service_env
 
 ONGOING = 100_000
@@ -33,19 +30,7 @@ def main() -> None:
     header(11, f"status with {ONGOING:,} ongoing files, half cached, among 10x as many finished documents", args.runs)
     with lab(s3=False) as the_lab:
         started = time.perf_counter()
-        indexes = [i for t in schema.metadata.sorted_tables for i in t.indexes]
-        with the_lab.engine.begin() as conn:
-            for index in indexes:  # a bulk load builds indexes far faster afterwards than row by row
-                conn.execute(sa.text(f'DROP INDEX "{index.name}"'))
-            insert_documents(conn, bucket=BUCKET, start=1, count=ONGOING, tasks=2)
-            insert_documents(
-                conn, bucket=BUCKET, prefix="old/f", start=1, count=10 * ONGOING, ongoing=False, spread_minutes=20
-            )
-            conn.execute(sa.text("SET LOCAL maintenance_work_mem = '256MB'"))
-            for index in indexes:
-                index.create(conn)
-        with the_lab.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(sa.text("ANALYZE"))
+        insert_ragflow_sized(the_lab.engine, bucket=BUCKET, before=0, after=ONGOING)
         with the_lab.cache.pipeline(transaction=False) as pipe:
             for i in range(2, ONGOING + 1, 2):
                 pipe.set(f"{BUCKET}/{file_name('docs/f', i)}", b"x", ex=720)

@@ -28,10 +28,9 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 
 from bench import original
-from bench.lab import Lab, file_name, insert_documents, lab
+from bench.lab import Lab, file_name, insert_ragflow_sized, lab
 from bench.measure import CpuMeter, Summary, cpu_line, header, median, median_cpu, note, ratio, table, verdict
 from cachetasks import catalog, collector, resources
-from cachetasks.catalog import schema
 from cachetasks.catalog.watermark import TASKS_OVERLAP_MS
 from cachetasks.ref import FileRef
 from cachetasks.settings import Settings
@@ -49,28 +48,7 @@ def refuse_enqueue(refs: Sequence[FileRef]) -> None:
 def grow(the_lab: Lab, before: int, after: int) -> float:
     """Add ongoing documents before+1..after and ten times as many done ones; return seconds."""
     started = time.perf_counter()
-    big = after - before > 50_000
-    indexes = [i for t in schema.metadata.sorted_tables for i in t.indexes]
-    with the_lab.engine.begin() as conn:
-        if big:  # a bulk load builds indexes far faster afterwards than row by row
-            for index in indexes:
-                conn.execute(sa.text(f'DROP INDEX "{index.name}"'))
-        insert_documents(conn, bucket=BUCKET, start=before + 1, count=after - before, tasks=2)
-        insert_documents(
-            conn,
-            bucket=BUCKET,
-            prefix="old/f",
-            start=10 * before + 1,
-            count=10 * (after - before),
-            ongoing=False,
-            spread_minutes=20,
-        )
-        if big:
-            conn.execute(sa.text("SET LOCAL maintenance_work_mem = '256MB'"))
-            for index in indexes:
-                index.create(conn)
-    with the_lab.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(sa.text("ANALYZE"))
+    insert_ragflow_sized(the_lab.engine, bucket=BUCKET, before=before, after=after)
     cache = the_lab.cache
     for start in range(before + 1, after + 1, 10_000):
         with cache.pipeline(transaction=False) as pipe:
