@@ -11,6 +11,8 @@ import contextlib
 import json
 import re
 import shutil
+import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
+from celery import Celery
 
 from cachetasks.cache import Cache
 from cachetasks.ops.demo import insert_document
@@ -192,3 +195,36 @@ def test_flower_tasks_page_as_the_procfile_runs_it_shows_each_copy_s_arguments_i
         text = succeeded_copy_row(page, flower).inner_text()
     # Expect the arguments in the row
     assert BUCKET in text and LOCATION in text, text
+
+
+def task_events_seen(broker_url: str, seconds: float) -> set[str]:
+    """The types of the events workers publish over `seconds`, as a monitor receives them."""
+    seen: set[str] = set()
+    monitor = Celery(broker=broker_url)
+    deadline = time.monotonic() + seconds
+    with monitor.connection() as conn:
+        receiver = monitor.events.Receiver(conn, handlers={"*": lambda event: seen.add(event["type"])})
+        with contextlib.suppress(socket.timeout):
+            for _ in receiver.itercapture(limit=None, timeout=seconds, wakeup=False):
+                if time.monotonic() > deadline:
+                    break
+    return seen
+
+
+def test_workers_send_task_events_only_once_a_monitor_switches_them_on(
+    env: dict[str, str], sqlite_engine: sa.Engine, cache: Cache, processes: Start
+) -> None:
+    """A worker running a collect every second sends heartbeats but no task events, until `enable_events`."""
+    # Given a worker and beat, collects running
+    procs = processes(env)
+    start_service(procs, cache.client)
+    # When a monitor listens without switching task events on
+    before = task_events_seen(env["CELERY_BROKER_URL"], 4)
+    # Expect the worker's heartbeats and no task event
+    assert "worker-heartbeat" in before
+    assert not {kind for kind in before if kind.startswith("task-")}, before
+    # When it switches them on, as Flower does at start
+    Celery(broker=env["CELERY_BROKER_URL"]).control.enable_events()
+    after = task_events_seen(env["CELERY_BROKER_URL"], 4)
+    # Expect each collect's events
+    assert {"task-received", "task-started", "task-succeeded"} <= after, after
