@@ -130,9 +130,11 @@ def _copy(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, owne
                 log.info("%s expired while its version was checked", ref.shown)
             return Copy(FileState.CACHED)
         log.info("%s changed in storage since it was cached: copying it again", ref.shown)
-    # Storage is opened only if there is room: for the size the file needed when last skipped, if known.
+    # Storage is opened only once room is promised: for the size the file needed when last skipped, if
+    # known, else for an estimate, so that copies started together open no more files than Redis can take.
     needs = begun.needs
-    if cache.redis_full(needs, chunk=settings.chunk_bytes):
+    promised = cache.room_for(ref, needs, chunk=settings.chunk_bytes)
+    if promised is None:
         room = f"{needs} bytes would take Redis" if needs else "Redis is"
         raise _Skip(SkipReason.REDIS_FULL, f"{room} near its maxmemory", needs)
     limit = settings.max_cache_bytes
@@ -141,7 +143,7 @@ def _copy(cache: Cache, storage: Storage, ref: FileRef, settings: Settings, owne
 
     def store() -> Copy:
         with storage.open(ref.bucket, ref.location, chunk_size=settings.chunk_bytes) as blob:
-            return _store(cache, blob, ref, settings, owner, begun)
+            return _store(cache, blob, ref, settings, owner, begun, promised)
 
     return _translated(store)
 
@@ -163,16 +165,17 @@ def _translated(action: Callable[[], T]) -> T:
         raise _Skip(SkipReason.REFUSED, first_line(exc, 120)) from None
 
 
-def _store(cache: Cache, blob: Blob, ref: FileRef, settings: Settings, owner: str, begun: Begun) -> Copy:
+def _store(cache: Cache, blob: Blob, ref: FileRef, settings: Settings, owner: str, begun: Begun, promised: int) -> Copy:
     """Write the blob, account it with its source and release the claim.
 
-    The room is judged on the size storage announced, before a byte is read: a file that does
-    not fit costs no transfer, and the stream is never held back to learn its length.
+    The room is judged again on the size storage announced, unless what was `promised` covers
+    it, before a byte is read: a file that does not fit costs no transfer, and the stream is
+    never held back to learn its length.
     """
     limit, size = settings.max_file_bytes, blob.size
     if size > limit:
         raise FileTooLarge(f"{size} bytes is over the limit of {limit}", ref)
-    if cache.redis_full(size, chunk=settings.chunk_bytes, promise=ref):
+    if cache.room_for(ref, size, chunk=settings.chunk_bytes, promised=promised) is None:
         raise _Skip(SkipReason.REDIS_FULL, f"{size} bytes would take Redis near its maxmemory", size)
     budget = settings.max_cache_bytes
     if budget and not cache.reserve(ref.key, size, limit=budget):

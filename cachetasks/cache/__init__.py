@@ -45,11 +45,15 @@ class Cache(Claims, Backlog, Writes, Ledger):
         self._memory = memory or MemoryGauge(client, self.scripts)
         self._keeper: ClaimKeeper | None = None
 
-    def redis_full(self, size: int, *, chunk: int, promise: FileRef | None = None) -> bool:
-        """Would a file of `size` bytes (0: unknown) written in chunks of `chunk` take Redis near its maxmemory,
-        counting the room promised to copies in flight? If not, with `promise` (whose claim the caller holds),
-        the room is promised to its copy until the claim ends."""
-        return self._memory.full(footprint(size, chunk), promise_for=promise and promise.key)
+    def room_for(self, ref: FileRef, size: int, *, chunk: int, promised: int = 0) -> int | None:
+        """Promise room in Redis to the copy of `ref` (whose claim the caller holds) for a file of `size`
+        bytes (0: unknown, estimated) written in chunks of `chunk`, until the claim ends: the bytes
+        promised, or None when they would take Redis near its maxmemory, counting the room promised to
+        other copies. Room the copy was already `promised` that covers the file is not asked for again."""
+        needed = footprint(size, chunk)
+        if size and needed <= promised:
+            return promised
+        return self._memory.room(needed, promise_for=ref.key)
 
     def keep(self, ref: FileRef, owner: str, ttl: int) -> contextlib.AbstractContextManager[None]:
         """Keep `owner`'s claim on `ref` alive while the block runs (one renewing thread per process)."""

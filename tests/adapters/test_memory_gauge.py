@@ -105,6 +105,26 @@ def test_a_file_of_unknown_size_is_assumed_as_large_as_the_last_refused_for_a_fe
     assert not g.full(0)
 
 
+def test_files_of_unknown_size_are_promised_the_usual_room_so_a_burst_opens_only_what_fits(
+    clients: list[redis.Redis],
+) -> None:
+    """Files of 4 MB lately, about 10 MB left: of ten copies of unknown size, only those that fit are promised room."""
+    # Given a Redis with about 10 MB left under its threshold, and a gauge that has seen a file of 4 MB
+    fill(clients[1], 76)
+    g = gauge(clients[0])
+    assert g.room(4 * MB, promise_for=claimed(clients[0], "known.pdf")) == 4 * MB
+    Cache(clients[0]).release(FileRef("kb1", "known.pdf"), "copy-of-known.pdf")
+    left = 0.9 * 100 * MB - int(clients[0].info("memory")["used_memory"])
+    # When ten copies of files whose size is not known yet ask, before opening them, one after the other
+    promised = [g.room(0, promise_for=claimed(clients[0], f"unknown-{i}.pdf")) for i in range(10)]
+    # Expect the usual size promised to some, never more than was left, and the others refused
+    given = [room for room in promised if room is not None]
+    assert given and all(room == 4 * MB for room in given)
+    assert len(given) < 10
+    assert sum(given) <= left
+    assert Cache(clients[0]).client.hlen("cachetasks:promised") == len(given)
+
+
 def test_one_huge_file_refused_does_not_keep_small_files_out(clients: list[redis.Redis]) -> None:
     """A 200 MB file refused by a 100 MB Redis is assumed for unknown sizes only up to 5% of maxmemory."""
     g = gauge(clients[0])
