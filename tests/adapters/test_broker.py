@@ -1,0 +1,131 @@
+"""The broker channel against a real Redis: batches as large as the prefetch limit, kombu's guarantees kept."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from kombu import Connection, Consumer, Producer, Queue
+
+from testbed.servers import RedisServer
+
+QUEUE = Queue("files", routing_key="files")
+Handler = Callable[[Any, Any], None]
+
+
+@pytest.fixture
+def connection(env: dict[str, str], redis_server: RedisServer) -> Iterator[Connection]:
+    with Connection(redis_server.url(0), transport="cachetasks.celery.broker:Transport") as conn:
+        yield conn
+
+
+def publish(conn: Connection, count: int) -> None:
+    with conn.channel() as channel:
+        producer = Producer(channel)
+        for i in range(count):
+            producer.publish({"n": i}, exchange="", routing_key=QUEUE.name, declare=[QUEUE], serializer="json")
+
+
+def consumer(conn: Connection, handler: Handler, *, prefetch: int) -> Consumer:
+    c = Consumer(conn.default_channel, [QUEUE], callbacks=[handler], accept=["json"])
+    c.qos(prefetch_count=prefetch)
+    c.consume()
+    return c
+
+
+def one_turn(conn: Connection) -> None:
+    conn.drain_events(timeout=2)
+
+
+def test_a_worker_with_room_for_eight_takes_eight_messages_in_one_turn_in_order(
+    connection: Connection, redis_server: RedisServer
+) -> None:
+    # Given 20 messages queued
+    publish(connection, 20)
+    got: list[int] = []
+    consumer(connection, lambda body, message: got.append(body["n"]), prefetch=8)
+    # When the consumer, with room for 8 unacknowledged messages, takes one turn
+    one_turn(connection)
+    # Expect the first 8, in order, each kept as unacknowledged until acknowledged; the rest still queued
+    broker = redis_server.client(0)
+    assert got == list(range(8))
+    assert broker.hlen("unacked") == 8 and broker.zcard("unacked_index") == 8
+    assert broker.llen(QUEUE.name) == 12
+
+
+def test_messages_acknowledged_as_they_are_delivered_leave_nothing_unacknowledged(
+    connection: Connection, redis_server: RedisServer
+) -> None:
+    publish(connection, 5)
+    got: list[int] = []
+
+    def handle(body: Any, message: Any) -> None:
+        got.append(body["n"])
+        message.ack()
+
+    consumer(connection, handle, prefetch=16)
+    one_turn(connection)
+    broker = redis_server.client(0)
+    assert got == [0, 1, 2, 3, 4]
+    assert broker.hlen("unacked") == 0 and broker.zcard("unacked_index") == 0
+
+
+def test_a_prefetch_limit_of_one_takes_one_message_per_turn(connection: Connection, redis_server: RedisServer) -> None:
+    publish(connection, 3)
+    got: list[int] = []
+
+    def handle(body: Any, message: Any) -> None:
+        got.append(body["n"])
+        message.ack()
+
+    consumer(connection, handle, prefetch=1)
+    one_turn(connection)
+    assert got == [0]
+    assert redis_server.client(0).llen(QUEUE.name) == 2
+
+
+def test_the_messages_after_a_delivery_that_raised_go_back_to_the_head_of_the_queue(
+    connection: Connection, redis_server: RedisServer
+) -> None:
+    # Given 6 messages, and a consumer whose handler fails on the third
+    publish(connection, 6)
+    got: list[int] = []
+
+    def handle(body: Any, message: Any) -> None:
+        if body["n"] == 2:
+            raise RuntimeError("handler failed")
+        got.append(body["n"])
+        message.ack()
+
+    consumer(connection, handle, prefetch=16)
+    # When one turn takes all six and the third delivery raises
+    with pytest.raises(RuntimeError, match="handler failed"):
+        one_turn(connection)
+    # Expect the three after it to be queued again, first in line and in order; none lost
+    assert got == [0, 1]
+    assert redis_server.client(0).llen(QUEUE.name) == 3
+    one_turn(connection)
+    assert got == [0, 1, 3, 4, 5]
+
+
+def test_a_message_rejected_for_requeue_during_its_batch_is_queued_again(
+    connection: Connection, redis_server: RedisServer
+) -> None:
+    publish(connection, 3)
+    seen: list[int] = []
+
+    def handle(body: Any, message: Any) -> None:
+        seen.append(body["n"])
+        if body["n"] == 1 and seen.count(1) == 1:
+            message.reject(requeue=True)
+        else:
+            message.ack()
+
+    consumer(connection, handle, prefetch=16)
+    one_turn(connection)
+    broker = redis_server.client(0)
+    assert seen == [0, 1, 2]
+    assert broker.llen(QUEUE.name) == 1 and broker.hlen("unacked") == 0
+    one_turn(connection)
+    assert seen == [0, 1, 2, 1]
