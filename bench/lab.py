@@ -140,8 +140,11 @@ class Lab:
     def keys_present(self, keys: Sequence[str]) -> int:
         return int(self.cache.exists(*keys)) if keys else 0
 
-    def wait_keys(self, keys: Sequence[str], *, timeout: float, interval: float = 0.02) -> float:
-        """Poll until every key exists; return the perf_counter time it was first seen complete.
+    def wait_keys(
+        self, keys: Sequence[str], *, timeout: float, interval: float = 0.02, first: list[float] | None = None
+    ) -> float:
+        """Poll until every key exists; return the perf_counter time it was first seen complete
+        (and append to `first`, if given, the time the first of them was seen).
 
         One EXISTS over the keys still missing per poll; every 10th poll drops the keys that
         arrived, so the poll stays cheap for the server and for this process.
@@ -153,6 +156,8 @@ class Lab:
         while True:
             now = time.perf_counter()
             present = client.exists(*missing) if missing else 0
+            if first is not None and not first and (present or len(missing) < len(keys)):
+                first.append(now)
             if present == len(missing):  # (nothing missing: the last ones arrived while pruning)
                 return now
             if now > deadline:
