@@ -38,6 +38,16 @@ def one_turn(conn: Connection) -> None:
     conn.drain_events(timeout=2)
 
 
+def acking(got: list[int]) -> Handler:
+    """A handler that records each message's number and acknowledges it at once."""
+
+    def handle(body: Any, message: Any) -> None:
+        got.append(body["n"])
+        message.ack()
+
+    return handle
+
+
 def test_a_worker_with_room_for_eight_takes_eight_messages_in_one_turn_in_order(
     connection: Connection, redis_server: RedisServer
 ) -> None:
@@ -59,12 +69,7 @@ def test_messages_acknowledged_as_they_are_delivered_leave_nothing_unacknowledge
 ) -> None:
     publish(connection, 5)
     got: list[int] = []
-
-    def handle(body: Any, message: Any) -> None:
-        got.append(body["n"])
-        message.ack()
-
-    consumer(connection, handle, prefetch=16)
+    consumer(connection, acking(got), prefetch=16)
     one_turn(connection)
     broker = redis_server.client(0)
     assert got == [0, 1, 2, 3, 4]
@@ -74,12 +79,7 @@ def test_messages_acknowledged_as_they_are_delivered_leave_nothing_unacknowledge
 def test_a_prefetch_limit_of_one_takes_one_message_per_turn(connection: Connection, redis_server: RedisServer) -> None:
     publish(connection, 3)
     got: list[int] = []
-
-    def handle(body: Any, message: Any) -> None:
-        got.append(body["n"])
-        message.ack()
-
-    consumer(connection, handle, prefetch=1)
+    consumer(connection, acking(got), prefetch=1)
     one_turn(connection)
     assert got == [0]
     assert redis_server.client(0).llen(QUEUE.name) == 2
