@@ -129,3 +129,39 @@ def test_a_message_rejected_for_requeue_during_its_batch_is_queued_again(
     assert broker.llen(QUEUE.name) == 1 and broker.hlen("unacked") == 0
     one_turn(connection)
     assert seen == [0, 1, 2, 1]
+
+
+def test_acknowledgements_made_after_delivery_are_written_together_before_the_next_read(
+    connection: Connection, redis_server: RedisServer
+) -> None:
+    """Five messages acknowledged by the pool's threads after their batch: one ZREM for all five, at the next read."""
+    # Given five messages delivered in one turn and held unacknowledged, as copies waiting for a thread
+    broker = redis_server.client(0)
+    publish(connection, 5)
+    held: list[Any] = []
+    consumer(connection, lambda body, message: held.append(message), prefetch=16)
+    one_turn(connection)
+    assert broker.hlen("unacked") == 5
+    broker.config_resetstat()
+    # When each is acknowledged, then the consumer reads again (one more message queued meanwhile)
+    for message in held:
+        message.ack()
+    publish(connection, 1)
+    one_turn(connection)
+    # Expect the five removed in one round trip, and only the new message unacknowledged
+    assert broker.info("commandstats")["cmdstat_zrem"]["calls"] == 1
+    assert broker.hlen("unacked") == 1 and broker.zcard("unacked_index") == 1
+
+
+def test_acknowledgements_not_yet_written_are_written_when_the_channel_closes(redis_server: RedisServer) -> None:
+    """A worker stopping right after its copies started leaves nothing unacknowledged, and nothing to deliver again."""
+    broker = redis_server.client(0)
+    with Connection(redis_server.url(0), transport="cachetasks.celery.broker:Transport") as conn:
+        publish(conn, 3)
+        held: list[Any] = []
+        consumer(conn, lambda body, message: held.append(message), prefetch=16)
+        one_turn(conn)
+        for message in held:
+            message.ack()
+    assert broker.hlen("unacked") == 0 and broker.zcard("unacked_index") == 0
+    assert broker.llen(QUEUE.name) == 0
