@@ -140,11 +140,9 @@ class Lab:
     def keys_present(self, keys: Sequence[str]) -> int:
         return int(self.cache.exists(*keys)) if keys else 0
 
-    def wait_keys(
-        self, keys: Sequence[str], *, timeout: float, interval: float = 0.02, first: list[float] | None = None
-    ) -> float:
-        """Poll until every key exists; return the perf_counter time it was first seen complete
-        (and append to `first`, if given, the time the first of them was seen).
+    def wait_keys(self, keys: Sequence[str], *, timeout: float, interval: float = 0.02) -> tuple[float, float]:
+        """Poll until every key exists; return the perf_counter times the first of them was seen, and
+        all of them.
 
         One EXISTS over the keys still missing per poll; every 10th poll drops the keys that
         arrived, so the poll stays cheap for the server and for this process.
@@ -152,14 +150,15 @@ class Lab:
         deadline = time.perf_counter() + timeout
         client = self.cache
         missing = list(keys)
+        first: float | None = None
         polls = 0
         while True:
             now = time.perf_counter()
             present = client.exists(*missing) if missing else 0
-            if first is not None and not first and (present or len(missing) < len(keys)):
-                first.append(now)
+            if first is None and (present or len(missing) < len(keys)):
+                first = now
             if present == len(missing):  # (nothing missing: the last ones arrived while pruning)
-                return now
+                return first or now, now
             if now > deadline:
                 raise TimeoutError(f"{len(missing) - present} of {len(keys)} keys missing after {timeout}s")
             polls += 1

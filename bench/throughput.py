@@ -266,10 +266,9 @@ def _timed_run(lab_: Lab, meter: CpuMeter, bucket: str, names: list[str], size: 
     with lab_.engine.begin() as conn:
         insert_documents(conn, bucket=bucket, start=1, count=len(names), size=size)
     became_ongoing = time.perf_counter()
-    first: list[float] = []
-    done = lab_.wait_keys(_keys(bucket, names), timeout=600, first=first)
+    first, done = lab_.wait_keys(_keys(bucket, names), timeout=600)
     figures.seconds.append(done - became_ongoing)
-    figures.first_key.append(first[0] - became_ongoing)
+    figures.first_key.append(first - became_ongoing)
     figures.cpu.append(CpuMeter.diff(before, meter.snapshot()))
 
 

@@ -69,11 +69,6 @@ class MemoryGauge:
         self._refused, self._refused_at = 0, float("-inf")  # the room the last file refused needed, and when
         self._usual = 0.0  # the moving average of the room that files of known size were given
 
-    def full(self, needed: int, *, promise_for: str | None = None) -> bool:
-        """True when `needed` more bytes (0: unknown) would take Redis past FILL_RATIO of its maxmemory;
-        see `room`."""
-        return self.room(needed, promise_for=promise_for) is None
-
     def room(self, needed: int, *, promise_for: str | None = None) -> int | None:
         """The bytes `needed` (0: unknown, then assumed as the class says) if they fit under FILL_RATIO of
         Redis's maxmemory, counting the room promised to copies in flight; None if not. With `promise_for`

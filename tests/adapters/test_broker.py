@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 from kombu import Connection, Consumer, Producer, Queue
 
 from testbed.servers import RedisServer
@@ -15,8 +16,20 @@ Handler = Callable[[Any, Any], None]
 
 
 @pytest.fixture
-def connection(env: dict[str, str], redis_server: RedisServer) -> Iterator[Connection]:
-    with Connection(redis_server.url(0), transport="cachetasks.celery.broker:Transport") as conn:
+def broker(env: dict[str, str], redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A client of the broker's database, emptied for the test."""
+    client = redis_server.client(0)
+    yield client
+    client.close()
+
+
+def connect(server: RedisServer) -> Connection:
+    return Connection(server.url(0), transport="cachetasks.celery.broker:Transport")
+
+
+@pytest.fixture
+def connection(broker: redis.Redis, redis_server: RedisServer) -> Iterator[Connection]:
+    with connect(redis_server) as conn:
         yield conn
 
 
@@ -49,7 +62,7 @@ def acking(got: list[int]) -> Handler:
 
 
 def test_a_worker_with_room_for_eight_takes_eight_messages_in_one_turn_in_order(
-    connection: Connection, redis_server: RedisServer
+    connection: Connection, broker: redis.Redis
 ) -> None:
     # Given 20 messages queued
     publish(connection, 20)
@@ -58,35 +71,33 @@ def test_a_worker_with_room_for_eight_takes_eight_messages_in_one_turn_in_order(
     # When the consumer, with room for 8 unacknowledged messages, takes one turn
     one_turn(connection)
     # Expect the first 8, in order, each kept as unacknowledged until acknowledged; the rest still queued
-    broker = redis_server.client(0)
     assert got == list(range(8))
     assert broker.hlen("unacked") == 8 and broker.zcard("unacked_index") == 8
     assert broker.llen(QUEUE.name) == 12
 
 
 def test_messages_acknowledged_as_they_are_delivered_leave_nothing_unacknowledged(
-    connection: Connection, redis_server: RedisServer
+    connection: Connection, broker: redis.Redis
 ) -> None:
     publish(connection, 5)
     got: list[int] = []
     consumer(connection, acking(got), prefetch=16)
     one_turn(connection)
-    broker = redis_server.client(0)
     assert got == [0, 1, 2, 3, 4]
     assert broker.hlen("unacked") == 0 and broker.zcard("unacked_index") == 0
 
 
-def test_a_prefetch_limit_of_one_takes_one_message_per_turn(connection: Connection, redis_server: RedisServer) -> None:
+def test_a_prefetch_limit_of_one_takes_one_message_per_turn(connection: Connection, broker: redis.Redis) -> None:
     publish(connection, 3)
     got: list[int] = []
     consumer(connection, acking(got), prefetch=1)
     one_turn(connection)
     assert got == [0]
-    assert redis_server.client(0).llen(QUEUE.name) == 2
+    assert broker.llen(QUEUE.name) == 2
 
 
 def test_the_messages_after_a_delivery_that_raised_go_back_to_the_head_of_the_queue(
-    connection: Connection, redis_server: RedisServer
+    connection: Connection, broker: redis.Redis
 ) -> None:
     # Given 6 messages, and a consumer whose handler fails on the third
     publish(connection, 6)
@@ -104,13 +115,13 @@ def test_the_messages_after_a_delivery_that_raised_go_back_to_the_head_of_the_qu
         one_turn(connection)
     # Expect the three after it to be queued again, first in line and in order; none lost
     assert got == [0, 1]
-    assert redis_server.client(0).llen(QUEUE.name) == 3
+    assert broker.llen(QUEUE.name) == 3
     one_turn(connection)
     assert got == [0, 1, 3, 4, 5]
 
 
 def test_a_message_rejected_for_requeue_during_its_batch_is_queued_again(
-    connection: Connection, redis_server: RedisServer
+    connection: Connection, broker: redis.Redis
 ) -> None:
     publish(connection, 3)
     seen: list[int] = []
@@ -124,7 +135,6 @@ def test_a_message_rejected_for_requeue_during_its_batch_is_queued_again(
 
     consumer(connection, handle, prefetch=16)
     one_turn(connection)
-    broker = redis_server.client(0)
     assert seen == [0, 1, 2]
     assert broker.llen(QUEUE.name) == 1 and broker.hlen("unacked") == 0
     one_turn(connection)
@@ -132,11 +142,10 @@ def test_a_message_rejected_for_requeue_during_its_batch_is_queued_again(
 
 
 def test_acknowledgements_made_after_delivery_are_written_together_before_the_next_read(
-    connection: Connection, redis_server: RedisServer
+    connection: Connection, broker: redis.Redis
 ) -> None:
     """Five messages acknowledged by the pool's threads after their batch: one ZREM for all five, at the next read."""
     # Given five messages delivered in one turn and held unacknowledged, as copies waiting for a thread
-    broker = redis_server.client(0)
     publish(connection, 5)
     held: list[Any] = []
     consumer(connection, lambda body, message: held.append(message), prefetch=16)
@@ -153,10 +162,11 @@ def test_acknowledgements_made_after_delivery_are_written_together_before_the_ne
     assert broker.hlen("unacked") == 1 and broker.zcard("unacked_index") == 1
 
 
-def test_acknowledgements_not_yet_written_are_written_when_the_channel_closes(redis_server: RedisServer) -> None:
+def test_acknowledgements_not_yet_written_are_written_when_the_channel_closes(
+    broker: redis.Redis, redis_server: RedisServer
+) -> None:
     """A worker stopping right after its copies started leaves nothing unacknowledged, and nothing to deliver again."""
-    broker = redis_server.client(0)
-    with Connection(redis_server.url(0), transport="cachetasks.celery.broker:Transport") as conn:
+    with connect(redis_server) as conn:
         publish(conn, 3)
         held: list[Any] = []
         consumer(conn, lambda body, message: held.append(message), prefetch=16)

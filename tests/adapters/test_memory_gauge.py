@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from cachetasks.cache import Cache, FileState
+from cachetasks.cache.keys import PROMISED
 from cachetasks.cache.memory import ASSUMED_FOR, MemoryGauge, footprint
 from cachetasks.ref import FileRef
 from testbed.servers import RedisServer
@@ -56,8 +57,8 @@ def claimed(client: redis.Redis, name: str) -> str:
 def test_without_maxmemory_nothing_is_ever_full(redis_server_with: Callable[..., RedisServer]) -> None:
     """maxmemory 0 (no limit): every size fits, and nothing is promised."""
     client = redis_server_with().client(1)
-    assert not gauge(client).full(10**12, promise_for=claimed(client, "a.pdf"))
-    assert not client.exists("cachetasks:promised")
+    assert gauge(client).room(10**12, promise_for=claimed(client, "a.pdf")) is not None
+    assert not client.exists(PROMISED)
 
 
 def test_room_promised_in_one_process_counts_in_another_until_the_copys_claim_ends(
@@ -66,16 +67,16 @@ def test_room_promised_in_one_process_counts_in_another_until_the_copys_claim_en
     """40 MB promised by one worker and 45 MB by another: 10 MB more do not fit in 90 MB, until one copy ends."""
     # Given two workers' gauges, each with a copy that promised itself room
     first, second = gauge(clients[0]), gauge(clients[1])
-    assert not first.full(40 * MB, promise_for=claimed(clients[0], "a.pdf"))
-    assert not second.full(45 * MB, promise_for=claimed(clients[1], "b.pdf"))
+    assert first.room(40 * MB, promise_for=claimed(clients[0], "a.pdf")) is not None
+    assert second.room(45 * MB, promise_for=claimed(clients[1], "b.pdf")) is not None
     # When / Expect: a third copy finds no room, in either process, and asking promises nothing
-    assert first.full(10 * MB)
-    assert second.full(10 * MB, promise_for=claimed(clients[1], "c.pdf"))
-    assert first.full(10 * MB)
+    assert first.room(10 * MB) is None
+    assert second.room(10 * MB, promise_for=claimed(clients[1], "c.pdf")) is None
+    assert first.room(10 * MB) is None
     # When the first copy's claim ends (its file landed, or it failed)
     Cache(clients[0]).release(FileRef("kb1", "a.pdf"), "copy-of-a.pdf")
     # Expect its room free for others
-    assert not second.full(10 * MB)
+    assert second.room(10 * MB) is not None
 
 
 def test_room_is_judged_on_what_redis_uses_now_not_on_a_reading_of_half_a_second_ago(
@@ -83,9 +84,9 @@ def test_room_is_judged_on_what_redis_uses_now_not_on_a_reading_of_half_a_second
 ) -> None:
     """60 MB written by someone else since the last question count at once."""
     g = gauge(clients[0])
-    assert not g.full(40 * MB)
+    assert g.room(40 * MB) is not None
     fill(clients[1], 60)
-    assert g.full(40 * MB)
+    assert g.room(40 * MB) is None
 
 
 def test_a_file_of_unknown_size_is_assumed_as_large_as_the_last_refused_for_a_few_seconds(
@@ -96,13 +97,13 @@ def test_a_file_of_unknown_size_is_assumed_as_large_as_the_last_refused_for_a_fe
     fill(clients[1], 82)  # in 2 MiB allocations: about 87 MB
     clock = Clock()
     g = gauge(clients[0], clock)
-    assert not g.full(0)  # nothing refused yet: unknown sizes are tried
+    assert g.room(0) is not None  # nothing refused yet: unknown sizes are tried
     # When a 4 MB file is refused
-    assert g.full(4 * MB)
+    assert g.room(4 * MB) is None
     # Expect a file of unknown size assumed as large, then, once the refusal is old, tried again
-    assert g.full(0)
+    assert g.room(0) is None
     clock.now += ASSUMED_FOR
-    assert not g.full(0)
+    assert g.room(0) is not None
 
 
 def test_files_of_unknown_size_are_promised_the_usual_room_so_a_burst_opens_only_what_fits(
@@ -122,14 +123,14 @@ def test_files_of_unknown_size_are_promised_the_usual_room_so_a_burst_opens_only
     assert given and all(room == 4 * MB for room in given)
     assert len(given) < 10
     assert sum(given) <= left
-    assert Cache(clients[0]).client.hlen("cachetasks:promised") == len(given)
+    assert clients[0].hlen(PROMISED) == len(given)
 
 
 def test_one_huge_file_refused_does_not_keep_small_files_out(clients: list[redis.Redis]) -> None:
     """A 200 MB file refused by a 100 MB Redis is assumed for unknown sizes only up to 5% of maxmemory."""
     g = gauge(clients[0])
-    assert g.full(200 * MB)
-    assert not g.full(0)
+    assert g.room(200 * MB) is None
+    assert g.room(0) is not None
 
 
 @pytest.mark.parametrize(
