@@ -188,6 +188,7 @@ def _store(cache: Cache, blob: Blob, ref: FileRef, settings: Settings, owner: st
             ttl=settings.ttl,
             tmp_ttl=settings.inflight_ttl,
             replace=begun.replacing is not None,
+            exact=blob.exact,  # `_checked` fails a stream that does not add up to it
         )
     except BaseException:
         if budget:

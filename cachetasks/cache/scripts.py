@@ -35,6 +35,7 @@ class Scripts:
         self.begin = register("begin")
         self.hold = register("hold")
         self.publish = register("publish")
+        self.allocate = register("allocate")
         self.room = register("room")
         self.queued = register("queued")
         self.waiting = register("waiting")

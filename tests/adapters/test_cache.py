@@ -204,9 +204,17 @@ def test_hold_extends_only_its_own_claim(cache: Cache) -> None:
 # -- store -----------------------------------------------------------------------------------------
 
 
-def store_(cache: Cache, chunks: Iterator[bytes], *, tmp_ttl: int = INFLIGHT_TTL) -> int | None:
-    """Store a stream of unknown size (0: the first chunk may be all of it)."""
-    return cache.store(MISSING.key, chunks, size=0, ttl=TTL, tmp_ttl=tmp_ttl)
+def store_(cache: Cache, chunks: Iterator[bytes], *, tmp_ttl: int = INFLIGHT_TTL, exact: int = 0) -> int | None:
+    """Store a stream of unknown size (0: the first chunk may be all of it), or of `exact` bytes, as announced."""
+    return cache.store(MISSING.key, chunks, size=exact, ttl=TTL, tmp_ttl=tmp_ttl, exact=bool(exact))
+
+
+# Streams of unknown size are appended to their temporary key; those of an exact size are written in place.
+HOW = pytest.mark.parametrize("exact", [False, True], ids=["appended", "in place"])
+
+
+def announced(exact: bool, *chunks: bytes) -> int:
+    return sum(map(len, chunks)) if exact else 0
 
 
 def test_a_single_chunk_is_stored_with_the_ttl(cache: Cache) -> None:
@@ -229,12 +237,13 @@ def test_an_empty_stream_stores_an_empty_value(cache: Cache) -> None:
     assert TTL - 1 <= cache.client.ttl(MISSING.key) <= TTL
 
 
-def test_a_multi_chunk_stream_is_stored_exactly_with_no_leftovers(cache: Cache) -> None:
+@HOW
+def test_a_multi_chunk_stream_is_stored_exactly_with_no_leftovers(cache: Cache, exact: bool) -> None:
     """A long file arrives byte for byte, with the TTL, and no temporary key stays behind."""
     # Given
     chunks = [os.urandom(4096) for _ in range(9)] + [b"\x00\xff end"]
     # When
-    size = store_(cache, iter(chunks))
+    size = store_(cache, iter(chunks), exact=announced(exact, *chunks))
     # Expect
     assert size == sum(map(len, chunks))
     assert cache.client.get(MISSING.key) == b"".join(chunks)
@@ -242,13 +251,14 @@ def test_a_multi_chunk_stream_is_stored_exactly_with_no_leftovers(cache: Cache) 
     assert tmp_keys(cache) == []
 
 
+@HOW
 @pytest.mark.parametrize("chunks", [[b"new"], [b"new", b" value"]], ids=["single chunk", "multi chunk"])
-def test_store_never_overwrites_a_value_already_there(cache: Cache, chunks: list[bytes]) -> None:
+def test_store_never_overwrites_a_value_already_there(cache: Cache, chunks: list[bytes], exact: bool) -> None:
     """A value written meanwhile by someone else is kept, with its TTL; store answers None."""
     # Given
     cache.client.set(MISSING.key, b"old", ex=100)
     # When
-    size = store_(cache, iter(chunks))
+    size = store_(cache, iter(chunks), exact=announced(exact, *chunks))
     # Expect
     assert size is None
     assert cache.client.get(MISSING.key) == b"old"
@@ -256,18 +266,22 @@ def test_store_never_overwrites_a_value_already_there(cache: Cache, chunks: list
     assert tmp_keys(cache) == []
 
 
+@HOW
 @pytest.mark.parametrize("fail_after", [0, 1, 2, 5], ids=lambda n: f"after {n} chunks")
-def test_a_failing_stream_leaves_no_key_and_no_temporary_key(cache: Cache, fail_after: int) -> None:
+def test_a_failing_stream_leaves_no_key_and_no_temporary_key(cache: Cache, fail_after: int, exact: bool) -> None:
     """Storage failing mid-file propagates its error and leaves Redis as it was."""
+    # Given
+    chunks = [letter * 100 for letter in (b"a", b"b", b"c", b"d", b"e")]
     # When
     with pytest.raises(RuntimeError, match="storage went away"):
-        store_(cache, stream(b"a" * 100, b"b" * 100, b"c" * 100, b"d" * 100, b"e" * 100, fail_after=fail_after))
+        store_(cache, stream(*chunks, fail_after=fail_after), exact=announced(exact, *chunks))
     # Expect
     assert not cache.client.exists(MISSING.key)
     assert tmp_keys(cache) == []
 
 
-def test_a_reader_never_sees_part_of_a_value_being_stored(cache: Cache, redis_server: RedisServer) -> None:
+@HOW
+def test_a_reader_never_sees_part_of_a_value_being_stored(cache: Cache, redis_server: RedisServer, exact: bool) -> None:
     """While a slow multi-chunk store runs, another client sees no value, then the whole value."""
     # Given
     data = [bytes([i]) * 1000 for i in range(25)]
@@ -288,7 +302,7 @@ def test_a_reader_never_sees_part_of_a_value_being_stored(cache: Cache, redis_se
     thread.start()
     # When
     try:
-        store_(cache, stream(*data, pause=0.01))
+        store_(cache, stream(*data, pause=0.01), exact=announced(exact, *data))
     finally:
         done.set()
         thread.join()
@@ -317,18 +331,77 @@ def test_the_temporary_key_expires_if_the_copy_is_abandoned(cache: Cache) -> Non
     assert observed == [(7, 20, False), (7, 30, False)]
 
 
-def test_a_long_store_renews_its_temporary_key_as_it_goes(cache: Cache, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_stream_of_exact_size_is_written_into_a_value_allocated_whole_at_the_start(cache: Cache) -> None:
+    """When storage announces the exact size, the temporary key holds all of it, with its TTL, from the first chunk
+    on, and the chunks are written in place: Redis never grows the value (which copies it) as it would by appending."""
+    # Given
+    observed: list[tuple[int, int, bool]] = []
+
+    def watched() -> Iterator[bytes]:
+        for i in range(4):
+            if i >= 1:
+                (tmp,) = tmp_keys(cache)
+                observed.append(
+                    (cache.client.ttl(tmp), cache.client.strlen(tmp), bool(cache.client.exists(MISSING.key)))
+                )
+            yield bytes([65 + i]) * 10
+
+    # When
+    size = store_(cache, watched(), tmp_ttl=7, exact=40)
+    # Expect
+    assert observed == [(7, 40, False)] * 3
+    assert size == 40
+    assert cache.client.get(MISSING.key) == b"A" * 10 + b"B" * 10 + b"C" * 10 + b"D" * 10
+    assert tmp_keys(cache) == []
+
+
+@pytest.mark.parametrize("before", [1, 3], ids=["before a middle chunk", "before the last chunk"])
+def test_a_value_written_in_place_that_vanishes_mid_stream_is_never_published(cache: Cache, before: int) -> None:
+    """A temporary key evicted or expired between two chunks is re-created by the next write with zeros where the
+    earlier chunks were; whatever chunk comes next, the copy fails instead of publishing it."""
+    # Given
+    chunks = [bytes([65 + i]) * 10 for i in range(4)]
+
+    def vanishing() -> Iterator[bytes]:
+        for i, chunk in enumerate(chunks):
+            if i == before:
+                cache.client.delete(*tmp_keys(cache))
+            yield chunk
+
+    # When
+    with pytest.raises(CacheWriteLost):
+        store_(cache, vanishing(), exact=40)
+    # Expect
+    assert not cache.client.exists(MISSING.key)
+    assert tmp_keys(cache) == []
+
+
+def test_a_stream_shorter_than_its_exact_size_is_never_published(cache: Cache) -> None:
+    """A value allocated whole but not filled (storage sent less than it announced) is not cached with a zero tail."""
+    # When
+    with pytest.raises(CacheWriteLost):
+        store_(cache, stream(b"a" * 10, b"b" * 10), exact=30)
+    # Expect
+    assert not cache.client.exists(MISSING.key)
+    assert tmp_keys(cache) == []
+
+
+@HOW
+def test_a_long_store_renews_its_temporary_key_as_it_goes(
+    cache: Cache, monkeypatch: pytest.MonkeyPatch, exact: bool
+) -> None:
     """A value that streams in for longer than its temporary key's TTL is kept alive to the end and published."""
     # Given a 1 s temporary key renewed every 0.1 s, and a stream of 2 s
     monkeypatch.setattr(store, "TMP_RENEW_EVERY", 0.1)
     # When
-    size = store_(cache, stream(*[b"x"] * 10, pause=0.2), tmp_ttl=1)
+    size = store_(cache, stream(*[b"x"] * 10, pause=0.2), tmp_ttl=1, exact=10 if exact else 0)
     # Expect
     assert size == 10
     assert cache.client.get(MISSING.key) == b"x" * 10
 
 
-def test_a_temporary_key_that_expires_mid_stream_never_publishes_a_truncated_value(cache: Cache) -> None:
+@HOW
+def test_a_temporary_key_that_expires_mid_stream_never_publishes_a_truncated_value(cache: Cache, exact: bool) -> None:
     """Storage stalling longer than tmp_ttl between chunks fails the copy instead of caching the file's tail."""
     # Given a stream that stalls for longer than the temporary key lives
     chunks = [b"head-", b"middle-", b"tail"]
@@ -340,7 +413,7 @@ def test_a_temporary_key_that_expires_mid_stream_never_publishes_a_truncated_val
 
     # When
     try:
-        size = store_(cache, stalling(), tmp_ttl=1)
+        size = store_(cache, stalling(), tmp_ttl=1, exact=announced(exact, *chunks))
     except CacheWriteLost:
         size = None
     # Expect
@@ -359,14 +432,19 @@ def small_redis(tmp_path: Path) -> Iterator[redis.Redis]:
     server.stop()
 
 
-def test_a_temporary_key_evicted_mid_stream_never_publishes_a_truncated_value(small_redis: redis.Redis) -> None:
+@HOW
+def test_a_temporary_key_evicted_mid_stream_never_publishes_a_truncated_value(
+    small_redis: redis.Redis, exact: bool
+) -> None:
     """When a full Redis evicts the partial value mid-copy, the copy fails or caches the whole file, never a part."""
     # Given
     cache = Cache(small_redis)
     chunks = [bytes([i]) * (256 * 1024) for i in range(8)]  # 2 MiB: Redis evicts the growing temporary key
     # When
     try:
-        size = cache.store(MISSING.key, iter(chunks), size=len(chunks) * len(chunks[0]), ttl=TTL, tmp_ttl=INFLIGHT_TTL)
+        size = cache.store(
+            MISSING.key, iter(chunks), size=len(chunks) * len(chunks[0]), ttl=TTL, tmp_ttl=INFLIGHT_TTL, exact=exact
+        )
     except (redis.RedisError, CacheWriteLost):
         size = None
     # Expect

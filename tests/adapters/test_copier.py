@@ -172,6 +172,32 @@ def test_a_decrypted_file_announced_a_few_bytes_over_its_length_is_cached_whole(
     assert cache.client.get(DOC.key) == data
 
 
+@pytest.mark.parametrize(
+    ("encrypted", "written_with"), [(False, "setrange"), (True, "append")], ids=["exact size", "an upper bound"]
+)
+def test_a_file_of_exact_size_is_written_in_place_and_one_of_an_upper_bound_appended(
+    cache: Cache, encrypted: bool, written_with: str
+) -> None:
+    """Storage announcing a file's exact size lets the copy allocate the value whole and write each chunk in place;
+    a decrypted file, whose length is known only at its end, is appended chunk by chunk."""
+    # Given a file of five chunks and more
+    storage: Storage = MemoryStorage()
+    if encrypted:
+        storage = EncryptedStorage(storage, algorithm="aes-256-cbc", key="a key")
+    data = bytes(range(250)) * 20
+    storage.put(*DOC, data)
+    cache.client.config_resetstat()
+    # When
+    done = copy(cache, storage)
+    # Expect it cached whole, every chunk after the first written the one way
+    assert done == Copy(FileState.CACHED, len(data))
+    assert cache.client.get(DOC.key) == data
+    stats = cache.client.info("commandstats")
+    other = "append" if written_with == "setrange" else "setrange"
+    assert stats[f"cmdstat_{written_with}"]["calls"] >= 4
+    assert f"cmdstat_{other}" not in stats
+
+
 def test_a_stream_growing_past_the_limit_is_too_large_whatever_size_was_announced(cache: Cache) -> None:
     """A file announced as 1 byte that streams 5,000 is cut at the limit: too-large, nothing cached."""
     storage = Understated({DOC: b"y" * 5000})
