@@ -311,22 +311,22 @@ def test_a_reader_never_sees_part_of_a_value_being_stored(cache: Cache, redis_se
     assert seen[-1] == whole
 
 
+def watched(cache: Cache, chunks: list[bytes], observed: list[tuple[int, int, bool]], *, after: int) -> Iterator[bytes]:
+    """The chunks, noting before each one from the `after`th on the temporary key's TTL and length, and
+    whether the cache key exists yet."""
+    for i, chunk in enumerate(chunks):
+        if i >= after:
+            (tmp,) = tmp_keys(cache)
+            observed.append((cache.client.ttl(tmp), cache.client.strlen(tmp), bool(cache.client.exists(MISSING.key))))
+        yield chunk
+
+
 def test_the_temporary_key_expires_if_the_copy_is_abandoned(cache: Cache) -> None:
     """While streaming, the partial value sits under the temporary prefix with tmp_ttl, never at the key."""
     # Given
     observed: list[tuple[int, int, bool]] = []
-
-    def watched() -> Iterator[bytes]:
-        for i in range(4):
-            if i >= 2:
-                (tmp,) = tmp_keys(cache)
-                observed.append(
-                    (cache.client.ttl(tmp), cache.client.strlen(tmp), bool(cache.client.exists(MISSING.key)))
-                )
-            yield b"x" * 10
-
     # When
-    store_(cache, watched(), tmp_ttl=7)
+    store_(cache, watched(cache, [b"x" * 10] * 4, observed, after=2), tmp_ttl=7)
     # Expect
     assert observed == [(7, 20, False), (7, 30, False)]
 
@@ -336,18 +336,9 @@ def test_a_stream_of_exact_size_is_written_into_a_value_allocated_whole_at_the_s
     on, and the chunks are written in place: Redis never grows the value (which copies it) as it would by appending."""
     # Given
     observed: list[tuple[int, int, bool]] = []
-
-    def watched() -> Iterator[bytes]:
-        for i in range(4):
-            if i >= 1:
-                (tmp,) = tmp_keys(cache)
-                observed.append(
-                    (cache.client.ttl(tmp), cache.client.strlen(tmp), bool(cache.client.exists(MISSING.key)))
-                )
-            yield bytes([65 + i]) * 10
-
+    chunks = [bytes([65 + i]) * 10 for i in range(4)]
     # When
-    size = store_(cache, watched(), tmp_ttl=7, exact=40)
+    size = store_(cache, watched(cache, chunks, observed, after=1), tmp_ttl=7, exact=40)
     # Expect
     assert observed == [(7, 40, False)] * 3
     assert size == 40
