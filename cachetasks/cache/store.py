@@ -50,7 +50,7 @@ class Writes:
         renamed into place by a script, so readers never see part of it. With `exact` (the stream
         yields `size` bytes, or its caller fails it), the temporary value is allocated whole and
         each chunk written in place; otherwise chunks are appended, and Redis copies the value
-        as it grows: about three times the CPU of one `SET` for 32 MiB. One chunk is held at a
+        as it grows: two to three times the CPU of one `SET` for 32 MiB. One chunk is held at a
         time: each is let go before the next is read. Commands carry no pipeline so that a
         refused write (OOM) fails cheaply instead of echoing the payload in the error.
         """
