@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import os
 import shutil
 import sys
@@ -22,9 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from bench.measure import NOISE, cpu_seconds, median, note, table
 from bench.message_app import BATCHES, DONE, QUEUE, app
-from testbed.processes import REPO, Processes, service_env
+from testbed.processes import Processes, service_env
 from testbed.servers import RedisServer, wait_until
 
 VARIANTS = {"one task per message": "bench.noop", "celery-batches, 16 per batch": "bench.noop_batched"}
@@ -66,9 +69,10 @@ class EventCounter:
         self._thread.join(timeout=5)
 
 
-def run(procs: Processes, task: str, messages: int, *, events: bool) -> tuple[float, float, dict[str, float]]:
-    """(wall s, worker CPU s, task events per message) for `messages` messages of `task`."""
-    counter = app.broker_connection().default_channel.client
+def run(
+    procs: Processes, counter: redis.Redis, task: str, messages: int, *, events: bool
+) -> tuple[float, float, dict[str, float]]:
+    """(wall s, worker CPU s, task events per message) for `messages` messages of `task`, counted at `counter`."""
     args = [sys.executable, "-m", "celery", "-A", "bench.message_app", "worker", "-Q", QUEUE, "-l", "WARNING"]
     args += ["--without-mingle", "--without-gossip", "-n", f"{task}@%h", *(["-E"] if events else [])]
     worker = procs.start(task, args)
@@ -77,7 +81,7 @@ def run(procs: Processes, task: str, messages: int, *, events: bool) -> tuple[fl
         app.send_task(task, ("warm", "up"))  # the worker is up and its code paths loaded
         wait_until(lambda: counter.get(DONE) == b"1", timeout=60, what="the worker's first task")
         counter.delete(DONE)
-        with EventCounter() if events else _nothing() as seen:
+        with EventCounter() if events else contextlib.nullcontext() as seen:
             cpu_before, started = cpu_seconds(worker.pid), time.perf_counter()
             with app.producer_or_acquire() as producer:
                 for i in range(messages):
@@ -90,14 +94,6 @@ def run(procs: Processes, task: str, messages: int, *, events: bool) -> tuple[fl
         return wall, cpu, per_message
     finally:
         procs.stop(task)
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def main() -> None:
@@ -114,25 +110,26 @@ def main() -> None:
     server = RedisServer(workdir / "redis").start()
     app.conf.broker_url = server.url(0)
     procs = Processes(service_env({"BENCH_BROKER_URL": server.url(0)}), workdir / "logs")
+    counter = server.client(0)
     rows = []
     try:
         for name, task in variants.items():
             walls, cpus = [], []
             for _ in range(args.runs):
-                wall, cpu, _ = run(procs, task, args.messages, events=False)
+                wall, cpu, _ = run(procs, counter, task, args.messages, events=False)
                 walls.append(wall)
                 cpus.append(cpu)
-            _, _, events = run(procs, task, args.messages, events=True)
+            _, _, events = run(procs, counter, task, args.messages, events=True)
             shown = ", ".join(f"{kind} {n:.2f}" for kind, n in events.items()) or "none"
             ms = median(cpus) / args.messages * 1000
             rows.append((name, f"{median(walls):.2f}", f"{median(cpus):.2f}", f"{ms:.3f}", shown))
     finally:
         procs.kill_all()
+        counter.close()
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     print(table(["variant", "wall s", "worker CPU s", "CPU ms per message", "task events per message (-E)"], rows))
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
     main()
